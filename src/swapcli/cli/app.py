@@ -1,0 +1,132 @@
+"""The swapcli command line. Heavy modules are imported inside commands so
+`swapcli --help` stays instant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from swapcli import __version__
+
+app = typer.Typer(
+    name="swapcli",
+    help=(
+        "Face swapping for images, videos and folders.\n\n"
+        "Exit codes: 0 success, 1 other failure, 2 bad usage or unreadable input, "
+        "3 no face found, 4 model missing or failing verification, 130 interrupted."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"swapcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """swapcli: face swapping for images, videos and folders."""
+
+
+# Options shared by the swapping commands, declared once.
+class Opt:
+    faces = typer.Option("largest", "--faces", help="Which target faces to swap: 'largest', 'all', or an index N (0 = leftmost face).")
+    reference = typer.Option(None, "--reference", help="Swap only target faces whose identity matches the face in this photo.", exists=False)
+    threshold = typer.Option(0.30, "--threshold", min=-1.0, max=1.0, help="Identity similarity (ArcFace cosine) a face needs to match --reference.")
+    min_face = typer.Option(0.0, "--min-face-size", min=0.0, help="Ignore detected faces smaller than this many pixels.")
+    sources = typer.Option(None, "--source", "-s", help="Another photo of the same source person (repeatable); the engine uses them as it can.")
+    engine = typer.Option("auto", "--engine", help="Swap engine: auto, morph (embedded, no downloads).")
+    device = typer.Option("auto", "--device", help="auto, cpu or cuda (cuda fails loudly when unavailable).")
+    weights_dir = typer.Option(None, "--weights-dir", help="Folder to look in first for model files (also $SWAPCLI_WEIGHTS).")
+    overwrite = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (inputs are never overwritten).")
+    json_out = typer.Option(False, "--json", help="Print one JSON result object on stdout.")
+    quiet = typer.Option(False, "--quiet", "-q", help="Only errors on stderr.")
+    debug = typer.Option(False, "--debug", help="Show tracebacks and debug logs (for bug reports).")
+
+
+def _default_output(target: Path, suffix: str | None = None) -> Path:
+    return target.with_name(f"{target.stem}_swapped{suffix or target.suffix}")
+
+
+@app.command()
+def image(
+    source: Path = typer.Argument(..., help="Photo of the person whose identity is used."),
+    target: Path = typer.Argument(..., help="Photo whose face(s) are replaced."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output image (.jpg, .png, .webp). Default: TARGET_swapped.EXT beside TARGET."),
+    extra_sources: Optional[List[Path]] = Opt.sources,
+    faces: str = Opt.faces,
+    reference: Optional[Path] = Opt.reference,
+    threshold: float = Opt.threshold,
+    min_face_size: float = Opt.min_face,
+    engine: str = Opt.engine,
+    device: str = Opt.device,
+    weights_dir: Optional[Path] = Opt.weights_dir,
+    quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality."),
+    overwrite: bool = Opt.overwrite,
+    json_out: bool = Opt.json_out,
+    quiet: bool = Opt.quiet,
+    debug: bool = Opt.debug,
+) -> None:
+    """Swap the face in SOURCE onto the face(s) in TARGET and write OUTPUT."""
+    from swapcli.cli.common import handle_errors, setup_logging
+
+    setup_logging(quiet, debug)
+    with handle_errors(debug, json_out):
+        import time
+
+        from swapcli.cli.common import emit_json, log
+        from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
+        from swapcli.pipeline.image import swap_image
+        from swapcli.pipeline.swapper import Swapper
+
+        start = time.perf_counter()
+        out_path = output or _default_output(target)
+        source_paths = [source, *(extra_sources or [])]
+        swapper = Swapper(EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None))
+        select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size)
+        from swapcli.select.faces import parse_faces
+
+        parse_faces(faces)
+        sources = swapper.load_sources(source_paths)
+        ref = swapper.reference_embedding(reference) if reference else None
+        result = swap_image(
+            swapper, sources, target, out_path, select, OutputOptions(overwrite=overwrite, quality=quality),
+            reference=ref, inputs=[*source_paths, *([reference] if reference else [])],
+        )
+        total = time.perf_counter() - start
+        log.info("swapped %d of %d face(s) in %.2f s -> %s", result.faces_swapped, result.faces_found, total, result.output)
+        if json_out:
+            payload = {"ok": True, **result.to_json(), "engine": swapper.engine.name,
+                       "timings_ms": swapper.clock.timings.to_json(), "total_ms": round(total * 1000, 1)}
+            emit_json(payload)
+        else:
+            typer.echo(str(result.output))
+
+
+@app.command()
+def doctor(json_out: bool = Opt.json_out, weights_dir: Optional[Path] = Opt.weights_dir) -> None:
+    """Report Python, packages, onnxruntime providers, models and ffmpeg."""
+    from swapcli.cli.common import emit_json, handle_errors
+    from swapcli.cli.doctor import gather, render
+
+    with handle_errors(False, json_out):
+        report = gather(str(weights_dir) if weights_dir else None)
+        if json_out:
+            emit_json(report)
+        else:
+            render(report)
+        if not report["ok"]:
+            raise typer.Exit(4)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,44 @@
+"""Typed options shared by the commands, so image, video and batch agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_THRESHOLD = 0.30  # ArcFace-MBF cosine: same person is usually > 0.4, strangers ~0.0
+
+
+@dataclass(frozen=True)
+class SelectOptions:
+    faces: str = "largest"  # largest | all | N (left-to-right index)
+    reference: Path | None = None
+    threshold: float = DEFAULT_THRESHOLD
+    min_size: float = 0.0  # ignore detections smaller than this (px, shorter box side)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    engine: str = "auto"
+    device: str = "auto"
+    weights_dir: str | None = None
+    colour: bool = True
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    overwrite: bool = False
+    quality: int = 95
+
+
+@dataclass
+class Timings:
+    """Milliseconds per stage, accumulated over a run."""
+
+    ms: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.ms[stage] = self.ms.get(stage, 0.0) + seconds * 1000.0
+
+    def to_json(self) -> dict[str, float]:
+        return {k: round(v, 1) for k, v in self.ms.items()}

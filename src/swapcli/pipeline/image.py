@@ -1,0 +1,75 @@
+"""swapcli image: read -> analyse -> select -> swap -> blend -> write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from swapcli.core.errors import NoFaceError
+from swapcli.core.options import OutputOptions, SelectOptions
+from swapcli.pipeline.swapper import FaceReport, Swapper
+from swapcli.read.image import read_image
+from swapcli.select.faces import parse_faces, select_faces
+from swapcli.swap.base import SourceFace
+from swapcli.write.atomic import check_output
+from swapcli.write.image import format_for, write_image
+
+
+@dataclass
+class ImageResult:
+    target: Path
+    output: Path
+    faces_found: int
+    faces_swapped: int
+    faces: list[FaceReport] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "target": str(self.target),
+            "output": str(self.output),
+            "faces_found": self.faces_found,
+            "faces_swapped": self.faces_swapped,
+            "faces": [f.to_json() for f in self.faces],
+        }
+
+
+def swap_image(
+    swapper: Swapper,
+    sources: Sequence[SourceFace],
+    target: Path,
+    output: Path,
+    select: SelectOptions,
+    out: OutputOptions,
+    reference: np.ndarray | None = None,
+    inputs: Sequence[Path] = (),
+) -> ImageResult:
+    parse_faces(select.faces)
+    format_for(output)
+    check_output(output, [target, *inputs], out.overwrite)
+    clock = swapper.clock
+    with clock("read"):
+        loaded = read_image(target)
+    frame = loaded.bgr.copy()
+    faces = swapper.detect(frame)
+    if not faces:
+        raise NoFaceError(f"{target}: no face found in the target image")
+    chosen = select_faces(
+        faces,
+        select.faces,
+        reference=reference,
+        threshold=select.threshold,
+        embed=lambda f: swapper.embed(loaded.bgr, f),
+        min_size=select.min_size,
+    )
+    if not chosen:
+        why = "matches the reference" if reference is not None else f"is selected by --faces {select.faces}"
+        raise NoFaceError(f"{target}: none of the {len(faces)} faces found {why}")
+    for face in chosen:  # all on the untouched image, before any face is pasted
+        swapper.landmarks(loaded.bgr, face)
+    reports = [swapper.swap_face(frame, face, sources) for face in chosen]
+    with clock("write"):
+        write_image(output, frame, loaded, out.quality)
+    return ImageResult(target, output, len(faces), len(reports), reports)
