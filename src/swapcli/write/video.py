@@ -1,0 +1,364 @@
+"""Stream-encode BGR frames to a video file through ffmpeg, atomically, with the input's audio.
+
+Design choices (and why):
+
+* Atomic output. ffmpeg writes ``.NAME.swapcli-XXXXXXXX.tmpEXT`` in the output's
+  folder (same filesystem, so ``os.replace`` is atomic; same extension, so the
+  right muxer is chosen). Only a clean ffmpeg exit renames it to the output;
+  ``abort()``, an exception or KeyboardInterrupt in the ``with`` block kills and
+  reaps ffmpeg and deletes the temp file, so a partial output never exists.
+* One ffmpeg run. Raw bgr24 frames come in on stdin (input 0); the original
+  file is input 1, cut with the same input ``-ss``/``-t`` as the reader, for
+  audio, subtitles and global metadata. No second remux pass.
+* Frame rate / VFR. Frames arrive without timestamps, so the video is written
+  at a constant ``fps``. Pass ``VideoInfo.fps``: it is the exact *average* rate
+  (frame_count / duration), so for VFR input the output keeps the frame count
+  AND the duration, and audio stays in sync at both ends; only the spacing of
+  individual frames is evened out (sync inside a clip can drift by at most the
+  input's own timing irregularity). Carrying per-frame timestamps would need a
+  container writer of our own in Python; resampling to constant rate instead
+  (``FrameReader(fps=...)``) keeps exact sync but changes the frame count.
+* Odd sizes. H.264/HEVC 4:2:0 needs even dimensions and a 4:4:4 file plays in
+  few players, so an odd width/height is padded by one black pixel column/row
+  (right/bottom); nothing is scaled or cropped away. This is logged and noted.
+* Colour. bgr24 -> yuv420p is converted with the BT.709 matrix and the stream
+  is tagged BT.709 (primaries, transfer, matrix, limited range), so players do
+  not guess BT.601 and shift colours.
+* Audio. Copied bit-exact when the container can hold the codec (mp4/m4v: aac,
+  mp3, alac, ac3, eac3, opus, flac; mov also PCM; mkv: anything); otherwise
+  re-encoded to AAC 192 kb/s and said so in ``notes``. Text subtitles go to
+  mov_text in mp4/mov (srt in mkv); bitmap subtitles cannot, and are dropped
+  with a note. No audio in the input, no audio in the output.
+* Speed. Default preset is ``veryfast`` (not x264's ``medium``): roughly 2-3x
+  faster at CRF 18 for a somewhat larger file, the right trade for a tool whose
+  output is usually reviewed and re-shared. A background thread feeds ffmpeg
+  from a small bounded queue so encoding overlaps the caller's processing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import secrets
+import subprocess
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import ffmpeg
+import numpy as np
+
+from swapcli.core import ffmpeg as ff
+from swapcli.core.errors import OutputError, SwapcliError, UsageError
+from swapcli.read.video import VideoInfo, probe
+
+log = logging.getLogger(__name__)
+
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+CODECS = ("libx264", "libx265", "h264_nvenc", "hevc_nvenc")
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+_NVENC_PRESETS = dict(zip(X264_PRESETS, ("p1", "p2", "p3", "p3", "p4", "p5", "p6", "p7", "p7")))
+MP4_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
+TEXT_SUBTITLES = frozenset({"mov_text", "subrip", "srt", "ass", "ssa", "webvtt", "text"})
+AAC_BITRATE = "192k"
+
+
+def audio_copyable(container: str, codec: str) -> bool:
+    """Whether an audio stream of ``codec`` can be stream-copied into ``container`` (a CONTAINERS value)."""
+    if container == "matroska":
+        return True
+    if container == "mov" and codec.startswith("pcm_"):
+        return True
+    return codec in MP4_AUDIO
+
+
+def subtitle_codec(container: str, codec: str) -> str | None:
+    """Output subtitle codec for an input subtitle stream, or None when it cannot be carried."""
+    if container == "matroska":
+        return "srt" if codec == "mov_text" else "copy"
+    return "mov_text" if codec in TEXT_SUBTITLES else None
+
+
+def temp_path_for(output: Path) -> Path:
+    """Reserve a hidden temp file next to ``output``, keeping its extension (and the umask's mode)."""
+    for _ in range(100):
+        candidate = output.with_name(f".{output.stem}.swapcli-{secrets.token_hex(4)}.tmp{output.suffix}")
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot write to {output.parent}: {exc.strerror}") from exc
+        os.close(fd)
+        return candidate
+    raise OutputError(f"cannot create a temporary file in {output.parent}")  # pragma: no cover
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+_END = object()
+
+
+class VideoWriter:
+    """Write BGR uint8 frames of shape (height, width, 3) to ``path``.
+
+    Use as a context manager: leaving the block normally finalises the file
+    (``close()``), leaving it with any exception (KeyboardInterrupt included)
+    aborts and leaves nothing behind (``abort()``). ``notes`` collects what the
+    CLI should tell the user (audio re-encoded, padding, dropped subtitles).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], width: int, height: int,
+                 fps: Fraction | float | int, *, codec: str = "libx264", crf: int = 18,
+                 preset: str = "veryfast", audio_source: str | os.PathLike[str] | VideoInfo | None = None,
+                 start: float | None = None, end: float | None = None, sar: Fraction | None = None,
+                 queue_size: int = 8) -> None:
+        self.path = Path(path)
+        self.width, self.height = int(width), int(height)
+        self.fps = Fraction(fps).limit_denominator(1_000_000)
+        self.codec, self.crf, self.preset = codec, crf, preset
+        self.start, self.end = start, end
+        self.sar = sar or Fraction(1)
+        self.notes: list[str] = []
+        self.frames_written = 0
+        if self.width <= 0 or self.height <= 0:
+            raise UsageError(f"bad frame size {width}x{height}")
+        if self.fps <= 0:
+            raise UsageError(f"frame rate must be > 0, got {fps}")
+        if not 0 <= crf <= 51:
+            raise UsageError(f"crf must be between 0 and 51, got {crf}")
+        if preset not in X264_PRESETS:
+            raise UsageError(f"unknown preset {preset!r} (choose from {', '.join(X264_PRESETS)})")
+        self.container = CONTAINERS.get(self.path.suffix.lower(), "")
+        if not self.container:
+            raise OutputError(f"{self.path.name}: unsupported output type "
+                              f"'{self.path.suffix}' (use {', '.join(CONTAINERS)})")
+        if self.path.is_dir():
+            raise OutputError(f"{self.path}: is a directory")
+        self.source: VideoInfo | None = None
+        if audio_source is not None:
+            source_path = audio_source.path if isinstance(audio_source, VideoInfo) else Path(audio_source)
+            if _same_file(self.path, source_path):
+                raise OutputError(f"{self.path}: output would overwrite the input")
+            self.source = audio_source if isinstance(audio_source, VideoInfo) else probe(
+                source_path, count_frames=False)
+        self._check_codec()
+        if not self.path.parent.is_dir():
+            raise OutputError(f"{self.path}: folder {self.path.parent} does not exist")
+
+        self.tmp_path = temp_path_for(self.path)
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queue_size))
+        self._stop = threading.Event()
+        self._thread_error: BaseException | None = None
+        self._finished = False
+        self._proc: ff.Process | None = None
+        self._thread: threading.Thread | None = None
+        try:
+            self.command = self._command()
+            self._proc = ff.Process(self.command, stdin=subprocess.PIPE)
+            self._thread = threading.Thread(target=self._pump, name="swapcli-encode", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.abort()
+            raise
+
+    # -- setup
+
+    def _check_codec(self) -> None:
+        if self.codec not in CODECS:
+            raise UsageError(f"unknown video codec {self.codec!r} (choose from {', '.join(CODECS)})")
+        if self.codec not in ff.encoders():
+            raise UsageError(f"this ffmpeg ({ff.ffmpeg_exe()}) has no {self.codec} encoder")
+        if "nvenc" in self.codec:
+            why = ff.encoder_error(self.codec)
+            if why:
+                raise UsageError(f"{self.codec} cannot be used here (NVIDIA GPU and driver needed): {why}")
+
+    def _command(self) -> list[str]:
+        video = ffmpeg.input("pipe:0", format="rawvideo", pix_fmt="bgr24",
+                             s=f"{self.width}x{self.height}", framerate=str(self.fps))["v"]
+        if self.width % 2 or self.height % 2:
+            even = (self.width + self.width % 2, self.height + self.height % 2)
+            video = video.filter("pad", even[0], even[1], 0, 0, color="black")
+            note = (f"padded {self.width}x{self.height} to {even[0]}x{even[1]} with black "
+                    "(4:2:0 video needs even dimensions)")
+            self.notes.append(note)
+            log.info(note)
+        video = (video.filter("setsar", str(self.sar))
+                 .filter("scale", out_color_matrix="bt709", out_range="tv")
+                 .filter("format", "yuv420p"))
+        opts: dict[str, object] = {
+            "c:v": self.codec, "colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709",
+            "color_range": "tv", ff.fps_mode_option(): "passthrough", "max_muxing_queue_size": 4096,
+        }
+        if self.codec in ("libx264", "libx265"):
+            opts.update({"crf": self.crf, "preset": self.preset})
+            if self.codec == "libx265":
+                opts["x265-params"] = "log-level=error"
+        else:  # nvenc: constant-quality VBR, the closest thing to CRF
+            opts.update({"preset": _NVENC_PRESETS[self.preset], "rc": "vbr", "cq": self.crf, "b:v": 0})
+        if self.codec in ("libx265", "hevc_nvenc") and self.container in ("mp4", "mov"):
+            opts["tag:v"] = "hvc1"  # what Apple players require for HEVC
+        if self.container in ("mp4", "mov"):
+            opts["movflags"] = "+faststart"
+        streams = [video]
+        if self.source is not None:
+            streams += self._source_streams(opts)
+        out = ffmpeg.output(*streams, ff.media_path(self.tmp_path), format=self.container, **opts)
+        return out.compile(cmd=[*ff.base_cmd("error"), "-y"])
+
+    def _source_streams(self, opts: dict[str, object]) -> list[object]:
+        assert self.source is not None
+        src_opts: dict[str, str] = {}
+        if self.start:
+            src_opts["ss"] = f"{self.start:.6f}"
+        if self.end is not None:
+            src_opts["t"] = f"{self.end - (self.start or 0):.6f}"
+        src = ffmpeg.input(ff.media_path(self.source.path), **src_opts)
+        streams: list[object] = []
+        ext = self.path.suffix.lower()
+        for i, codec in enumerate(self.source.audio_streams):
+            streams.append(src[f"a:{i}"])
+            if audio_copyable(self.container, codec):
+                opts[f"c:a:{i}"] = "copy"
+            else:
+                opts[f"c:a:{i}"] = "aac"
+                opts[f"b:a:{i}"] = AAC_BITRATE
+                self.notes.append(f"audio stream {i} ({codec}) re-encoded to AAC {AAC_BITRATE}/s: "
+                                  f"{ext} files cannot hold {codec} as-is")
+        out_sub = 0
+        for i, codec in enumerate(self.source.subtitle_codecs):
+            target = subtitle_codec(self.container, codec)
+            if target is None:
+                self.notes.append(f"subtitle stream {i} ({codec}) dropped: {ext} files cannot hold "
+                                  "bitmap subtitles")
+                continue
+            streams.append(src[f"s:{i}"])
+            opts[f"c:s:{out_sub}"] = target
+            out_sub += 1
+        if streams:  # ffmpeg-python only adds input 1 when a stream of it is mapped
+            opts["map_metadata"] = "1"
+        if streams and (self.start or self.end is not None):
+            opts["map_chapters"] = "-1"  # chapter times would not match a cut
+        return streams
+
+    # -- writing
+
+    def write(self, frame: np.ndarray) -> None:
+        """Queue one frame; raises SwapcliError if ffmpeg has failed."""
+        if self._finished:
+            raise SwapcliError("write() after the video writer was closed")
+        if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 frame of shape {(self.height, self.width, 3)}, "
+                             f"got {frame.dtype} {frame.shape}")
+        self._put(np.ascontiguousarray(frame).tobytes())  # a copy: the caller may reuse its array
+        self.frames_written += 1
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._thread_error is not None or (self._proc and self._proc.poll() is not None):
+                raise self._failure()
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def _pump(self) -> None:
+        assert self._proc is not None and self._proc.popen.stdin is not None
+        stdin = self._proc.popen.stdin
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = self._queue.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is _END:
+                    stdin.close()
+                    return
+                stdin.write(item)  # type: ignore[arg-type]
+        except (OSError, ValueError) as exc:  # ffmpeg died (EPIPE) or we closed the pipe
+            if not self._stop.is_set():
+                self._thread_error = exc
+
+    def _failure(self) -> SwapcliError:
+        """The error to raise once ffmpeg has failed, from its own last words."""
+        assert self._proc is not None
+        try:
+            rc = self._proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            rc = -9
+        line = self._proc.error_line()
+        self.abort()
+        msg = f"encoding {self.path.name} failed (ffmpeg exit {rc}): {line}"
+        if any(s in line for s in ("No space left", "Permission denied", "Read-only file system",
+                                   "Disk quota")):
+            return OutputError(msg)
+        return SwapcliError(msg)
+
+    # -- finishing
+
+    def close(self) -> None:
+        """Finish encoding and atomically move the file into place; abort on any failure."""
+        if self._finished:
+            return
+        try:
+            if self.frames_written == 0:
+                raise SwapcliError(f"{self.path.name}: no frames were written")
+            self._put(_END)
+            assert self._thread is not None and self._proc is not None
+            self._thread.join()
+            if self._thread_error is not None:
+                raise self._failure()
+            rc = self._proc.wait()
+            if rc != 0:
+                raise self._failure()
+            try:
+                os.replace(self.tmp_path, self.path)
+            except OSError as exc:
+                raise OutputError(f"cannot write {self.path}: {exc.strerror}") from exc
+            self._finished = True
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Kill and reap ffmpeg and delete the temp file; the output is left untouched. Idempotent."""
+        self._finished = True
+        self._stop.set()
+        if getattr(self, "_proc", None) is not None:
+            self._proc.kill()  # type: ignore[union-attr]
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10)
+        tmp = getattr(self, "tmp_path", None)
+        if tmp is not None:
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError as exc:  # pragma: no cover
+                log.warning("could not remove temporary file %s: %s", tmp, exc)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        try:
+            if not self._finished:
+                self.abort()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser
+            pass
