@@ -63,6 +63,7 @@ def make_clip(
     audio_codec: str = "aac",
     hdr: bool = False,
     subtitles: bool = False,
+    fit: str = "cover",
 ) -> Path:
     """Write a clip of ``seconds`` at ``fps`` (int or exact Fraction, e.g. 30000/1001) showing ``photo`` (a name in PHOTOS or a path).
 
@@ -76,6 +77,8 @@ def make_clip(
     - odd: make width and height odd (encoded as yuv444p, which allows it).
     - hdr: 10-bit, tagged BT.2020 / PQ (smpte2084), as HDR10 phone video is.
     - subtitles: one text subtitle (mov_text in mp4/mov, srt in mkv).
+    - fit: 'cover' fills the frame (crops the photo); 'contain' shows the whole
+      photo on a black canvas, so a portrait's face stays in view while panning.
     """
     path = Path(path)
     width, height = size
@@ -89,11 +92,18 @@ def make_clip(
     if odd:  # crop rounds to the chroma grid, so leave 4:2:0 first
         video = video.filter("format", "yuv444p")
     cover = dict(force_original_aspect_ratio="increase")
-    if motion == "pan":
-        video = (video.filter("scale", int(width * 1.3), int(height * 1.3), **cover)
-                 .filter("crop", width, height, x=f"(iw-ow)*t/{seconds}", y=f"(ih-oh)*t/{seconds}"))
+    canvas = (int(width * 1.3) // 2 * 2, int(height * 1.3) // 2 * 2) if motion == "pan" else (width, height)
+    if fit == "contain":
+        video = (video.filter("scale", width // 2 * 2, height // 2 * 2, force_original_aspect_ratio="decrease")
+                 .filter("pad", canvas[0], canvas[1], "(ow-iw)/2", "(oh-ih)/2"))
+    elif fit != "cover":
+        raise ValueError(f"unknown fit {fit!r}")
     else:
-        video = video.filter("scale", width, height, **cover).filter("crop", width, height)
+        video = video.filter("scale", canvas[0], canvas[1], **cover)
+    if motion == "pan":
+        video = video.filter("crop", width, height, x=f"(iw-ow)*t/{seconds}", y=f"(ih-oh)*t/{seconds}")
+    else:
+        video = video.filter("crop", width, height)
         if motion == "zoom":
             video = video.filter("zoompan", z=f"1+0.3*on/{frames}", x="iw/2-(iw/zoom/2)",
                                  y="ih/2-(ih/zoom/2)", d=1, s=f"{width}x{height}", fps=str(fps))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -36,23 +37,23 @@ def blend(
     target: Face,
     result: SwapResult,
     generated: np.ndarray,
-    params: MaskParams | None = None,
+    params: Callable[[float], MaskParams] | None = None,
 ) -> BlendInfo:
     """Alpha-blend result into frame (in place) with the GHOST mask.
 
-    `params` lets video tracks carry smoothed mask parameters; by default they
-    are chosen from this face's outline offset.
+    `params` maps this face's outline offset to mask parameters; video tracks
+    pass one that smooths the offset over time. Default: GHOST's rule as is.
     """
     x0, y0, x1, y1 = result.roi
     shift = np.array([x0, y0], dtype=np.float64)
     scale = crop_scale(target.kps)
     offset = outline_offset(generated, target.landmarks - shift, scale)
-    params = params or params_for(offset)
-    mask = ghost_mask(generated, params, (y1 - y0, x1 - x0), scale)
+    chosen = (params or params_for)(offset)
+    mask = ghost_mask(generated, chosen, (y1 - y0, x1 - x0), scale)
     if result.keep is not None:
         mask *= 1.0 - result.keep
     region = frame[y0:y1, x0:x1]
     m = mask[..., None]
     out = result.image * m + region.astype(np.float32) * (1.0 - m)
     region[...] = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    return BlendInfo(offset, params)
+    return BlendInfo(offset, chosen)

@@ -113,6 +113,88 @@ def image(
 
 
 @app.command()
+def video(
+    paths: List[Path] = typer.Argument(..., metavar="[SOURCE] TARGET_VIDEO", help="SOURCE photo (omit it when every person comes from --map) and the video whose face(s) are replaced."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Output video (.mp4, .mov, .mkv, .m4v). Default: TARGET_swapped.mp4 beside TARGET."),
+    extra_sources: Optional[List[Path]] = Opt.sources,
+    faces: str = Opt.faces,
+    reference: Optional[Path] = Opt.reference,
+    maps: Optional[List[str]] = typer.Option(None, "--map", help="SRC.jpg=REF.jpg: swap the person in REF with the face in SRC (repeatable: many people, each with their own source)."),
+    threshold: float = Opt.threshold,
+    min_face_size: float = Opt.min_face,
+    engine: str = Opt.engine,
+    device: str = Opt.device,
+    weights_dir: Optional[Path] = Opt.weights_dir,
+    crf: int = typer.Option(18, "--crf", "--quality", min=0, max=51, help="x264/x265 constant rate factor (lower = better, 18 is visually lossless)."),
+    preset: str = typer.Option("veryfast", "--preset", help="Encoder speed preset (ultrafast ... veryslow)."),
+    codec: str = typer.Option("libx264", "--codec", help="libx264, libx265, h264_nvenc or hevc_nvenc (when this ffmpeg has them)."),
+    fps: Optional[float] = typer.Option(None, "--fps", min=0.001, help="Resample to this constant frame rate on purpose (default: keep every input frame)."),
+    start: Optional[float] = typer.Option(None, "--start", min=0.0, help="Process from this time (seconds); audio is cut the same way."),
+    end: Optional[float] = typer.Option(None, "--end", min=0.0, help="Process up to this time (seconds)."),
+    overwrite: bool = Opt.overwrite,
+    json_out: bool = Opt.json_out,
+    quiet: bool = Opt.quiet,
+    debug: bool = Opt.debug,
+) -> None:
+    """Swap the face in SOURCE onto the face(s) in TARGET_VIDEO, keeping frame rate and audio."""
+    from swapcli.cli.common import handle_errors, setup_logging
+
+    setup_logging(quiet, debug)
+    with handle_errors(debug, json_out):
+        from fractions import Fraction
+
+        from swapcli.cli.common import emit_json, log, progress_bar
+        from swapcli.core.errors import UsageError
+        from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
+        from swapcli.pipeline.swapper import Swapper
+        from swapcli.pipeline.video import VideoOptions, swap_video
+
+        pairs = [_parse_map(m) for m in (maps or [])]
+        if len(paths) > 2:
+            raise UsageError("expected [SOURCE] TARGET_VIDEO")
+        source, target = (paths[0], paths[1]) if len(paths) == 2 else (None, paths[0])
+        if pairs and (reference or source):
+            raise UsageError("use either SOURCE [--reference] or --map SRC=REF, not both")
+        if not pairs and source is None:
+            raise UsageError("give a SOURCE photo or at least one --map SRC=REF")
+        out_path = output or _default_output(target, ".mp4")
+        swapper = Swapper(EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None))
+        if pairs:
+            groups = [swapper.load_sources([src]) for src, _ in pairs]
+            refs = [swapper.reference_embedding(ref) for _, ref in pairs]
+            inputs = [p for pair in pairs for p in pair]
+        else:
+            photos = [source, *(extra_sources or [])]
+            groups = [swapper.load_sources(photos)]
+            refs = [swapper.reference_embedding(reference)] if reference else None
+            inputs = [*photos, *([reference] if reference else [])]
+        select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size)
+        options = VideoOptions(crf=crf, preset=preset, codec=codec, fps=Fraction(fps).limit_denominator(1001) if fps else None,
+                               start=start, end=end)
+        with progress_bar(quiet, "swapping") as advance:
+            result = swap_video(swapper, groups, target, out_path, select, options, OutputOptions(overwrite=overwrite),
+                                references=refs, inputs=inputs, progress=advance)
+        for note in result.notes:
+            log.warning(note)
+        summary = result.to_json()
+        log.info("%d frames (%d with a swapped face) in %.1f s (%.1f fps) -> %s", result.frames_written,
+                 result.frames_swapped, result.seconds, summary["fps"] or 0, result.output)
+        if json_out:
+            emit_json({"ok": True, **summary, "engine": swapper.engine.name, "timings_ms": swapper.clock.timings.to_json()})
+        else:
+            typer.echo(str(result.output))
+
+
+def _parse_map(text: str) -> tuple[Path, Path]:
+    from swapcli.core.errors import UsageError
+
+    src, sep, ref = text.partition("=")
+    if not sep or not src or not ref:
+        raise UsageError(f"--map takes SRC.jpg=REF.jpg, not '{text}'")
+    return Path(src), Path(ref)
+
+
+@app.command()
 def doctor(json_out: bool = Opt.json_out, weights_dir: Optional[Path] = Opt.weights_dir) -> None:
     """Report Python, packages, onnxruntime providers, models and ffmpeg."""
     from swapcli.cli.common import emit_json, handle_errors

@@ -63,3 +63,30 @@ def handle_errors(debug: bool = False, json_out: bool = False) -> Iterator[None]
             raise
         first = (str(exc) or type(exc).__name__).splitlines()[0]
         fail(f"internal error: {type(exc).__name__}: {first} (run with --debug for the traceback)", EXIT_FAILURE)
+
+
+@contextlib.contextmanager
+def progress_bar(quiet: bool, label: str) -> Iterator:
+    """A rich progress bar on stderr (frames, fps, ETA); yields advance(done, total)."""
+    if quiet:
+        yield lambda done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[fps]} fps"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        task = progress.add_task(label, total=None, fps="-")
+        start = [0.0]
+
+        def advance(done: int, total: int | None) -> None:
+            import time
+
+            now = time.perf_counter()
+            if done == 1 or not start[0]:
+                start[0] = now
+            rate = (done - 1) / (now - start[0]) if now > start[0] else 0.0
+            progress.update(task, completed=done, total=total, fps=f"{rate:.1f}")
+
+        yield advance

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -77,9 +77,13 @@ class Swapper:
         return self.embed(image, face)
 
     def swap_face(
-        self, frame: np.ndarray, face: Face, sources: Sequence[SourceFace], params: MaskParams | None = None
+        self,
+        frame: np.ndarray,
+        face: Face,
+        sources: Sequence[SourceFace],
+        params: Callable[[float], MaskParams] | None = None,
     ) -> FaceReport:
-        """Swap one face in place; `params` fixes the mask (video tracks smooth it)."""
+        """Swap one face in place; `params` maps outline offset to mask (video tracks smooth it)."""
         if face.landmarks is None:
             self.landmarks(frame, face)
         with self.clock("swap"):
