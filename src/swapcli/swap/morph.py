@@ -53,11 +53,27 @@ def _triangle_maps(dst: np.ndarray, src: np.ndarray, tris: np.ndarray) -> np.nda
     return mats
 
 
-def piecewise_affine_maps(dst: np.ndarray, src: np.ndarray, shape: tuple[int, int], fallback: np.ndarray):
-    """Dense (map_x, map_y) for cv2.remap: ROI pixel -> source pixel."""
+def piecewise_affine_maps(
+    dst: np.ndarray, src: np.ndarray, shape: tuple[int, int], fallback: np.ndarray, step: int = 1
+):
+    """Dense (map_x, map_y) for cv2.remap: ROI pixel -> source pixel.
+
+    With step > 1 the maps are computed on a coarser grid and interpolated:
+    they are piecewise linear, so this only rounds triangle edges by < step px.
+    """
     from scipy.spatial import Delaunay
 
     h, w = shape
+    if step > 1:
+        # cv2.resize puts coarse pixel c at full coordinate (c + 0.5) * step - 0.5.
+        hs, ws = -(-h // step), -(-w // step)
+        half = 0.5 * step - 0.5
+        fb = fallback.copy()
+        fb[:, :2] = fallback[:, :2] * step
+        fb[:, 2] = fallback[:, 2] + fallback[:, :2].sum(axis=1) * half
+        mx, my = piecewise_affine_maps((dst - half) / step, src, (hs, ws), fb)
+        return (cv2.resize(mx, (ws * step, hs * step), interpolation=cv2.INTER_LINEAR)[:h, :w],
+                cv2.resize(my, (ws * step, hs * step), interpolation=cv2.INTER_LINEAR)[:h, :w])
     tris = Delaunay(dst).simplices
     mats = _triangle_maps(dst, src, tris)
     index = np.full((h, w), -1, dtype=np.int32)
@@ -148,7 +164,8 @@ class MorphEngine:
         src_all = np.vstack([ls, forehead(ls), apply(back, ring + off)])
         fallback = back.copy()
         fallback[:, 2] += back[:, :2] @ off
-        map_x, map_y = piecewise_affine_maps(dst_all, src_all, (h, w), fallback)
+        step = 2 if max(h, w) > 256 else 1
+        map_x, map_y = piecewise_affine_maps(dst_all, src_all, (h, w), fallback, step)
         warped = cv2.remap(src_img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         warped = warped.astype(np.float32)
         target_roi = frame[y0:y1, x0:x1].astype(np.float32)
