@@ -20,7 +20,9 @@ demo: setup
 	mkdir -p $(OUT)
 	$(BIN)/python examples/make_samples.py $(OUT)/samples
 	$(BIN)/swapcli image $(OUT)/samples/source.jpg $(OUT)/samples/target.jpg -o $(OUT)/demo_image.jpg --faces all --overwrite
-	@echo "wrote $(OUT)/demo_image.jpg"
+	$(BIN)/python examples/make_clip.py $(OUT)/samples/clip.mp4
+	$(BIN)/swapcli video $(OUT)/samples/source.jpg $(OUT)/samples/clip.mp4 -o $(OUT)/demo_video.mp4 --overwrite
+	@echo "wrote $(OUT)/demo_image.jpg and $(OUT)/demo_video.mp4"
 
 test: setup
 	$(BIN)/python -m pytest -q

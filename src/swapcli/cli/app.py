@@ -89,15 +89,14 @@ def image(
         import time
 
         from swapcli.cli.common import emit_json, log
-        from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
+        from swapcli.core.options import OutputOptions, SelectOptions
         from swapcli.pipeline.image import swap_image
         from swapcli.pipeline.swapper import Swapper
 
         start = time.perf_counter()
         out_path = output or _default_output(target)
         source_paths = [source, *(extra_sources or [])]
-        swapper = Swapper(EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None,
-                                        det_size=det_size))
+        swapper = Swapper(_engine_options(engine, device, weights_dir, det_size))
         select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size)
         from swapcli.select.faces import parse_faces
 
@@ -152,7 +151,7 @@ def video(
 
         from swapcli.cli.common import emit_json, log, progress_bar
         from swapcli.core.errors import UsageError
-        from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
+        from swapcli.core.options import OutputOptions, SelectOptions
         from swapcli.pipeline.swapper import Swapper
         from swapcli.pipeline.video import VideoOptions, swap_video
 
@@ -165,8 +164,7 @@ def video(
         if not pairs and source is None:
             raise UsageError("give a SOURCE photo or at least one --map SRC=REF")
         out_path = output or _default_output(target, ".mp4")
-        swapper = Swapper(EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None,
-                                        det_size=det_size))
+        swapper = Swapper(_engine_options(engine, device, weights_dir, det_size))
         if pairs:
             groups = [swapper.load_sources([src]) for src, _ in pairs]
             refs = [swapper.reference_embedding(ref) for _, ref in pairs]
@@ -191,6 +189,13 @@ def video(
             emit_json({"ok": True, **summary, "engine": swapper.engine.name, "timings_ms": swapper.clock.timings.to_json()})
         else:
             typer.echo(str(result.output))
+
+
+def _engine_options(engine: str, device: str, weights_dir: Path | None, det_size: int):
+    from swapcli.core.options import EngineOptions
+
+    return EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None,
+                         det_size=det_size)
 
 
 def _parse_map(text: str) -> tuple[Path, Path]:
