@@ -62,6 +62,7 @@ def test_no_overwrite_then_overwrite(photos, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() != b"keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["o.jpg"]  # no temp files left
+    assert out.stat().st_mode & 0o044 == 0o044  # readable like any file the user makes (umask 022)
 
 
 def test_never_overwrites_an_input(photos, tmp_path):

@@ -19,6 +19,12 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def check_output(output: Path, inputs: Sequence[Path], overwrite: bool) -> None:
     output = Path(output)
     for src in inputs:
@@ -42,6 +48,7 @@ def atomic_path(output: Path) -> Iterator[Path]:
     parent = output.parent if str(output.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=f".swapcli-tmp{output.suffix}", dir=parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get normal permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
