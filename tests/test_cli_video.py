@@ -4,7 +4,6 @@ identity in sampled frames, temporal stability, per-person mapping, Ctrl-C."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
