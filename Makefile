@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
+TORCH  ?= 2.13.0  # the CPU build this machine carries; set TORCH= to your CUDA build's version
 
 .PHONY: setup demo test test-fast bench clean
 
@@ -11,6 +12,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q 'torch==$(TORCH)'
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 

@@ -1,5 +1,6 @@
-"""The swapcli command line. Heavy modules are imported inside commands so
-`swapcli --help` stays instant."""
+"""The swapcli command line: the image, video and doctor commands, plus the
+command modules that register themselves on the shared app. Heavy modules
+are imported inside commands so `swapcli --help` stays instant."""
 
 from __future__ import annotations
 
@@ -8,57 +9,7 @@ from typing import List, Optional
 
 import typer
 
-from swapcli import __version__
-
-app = typer.Typer(
-    name="swapcli",
-    help=(
-        "Face swapping for images, videos and folders.\n\n"
-        "Exit codes: 0 success, 1 other failure, 2 bad usage or unreadable input, "
-        "3 no face found, 4 model missing or failing verification, 130 interrupted."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"swapcli {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
-) -> None:
-    """swapcli: face swapping for images, videos and folders."""
-
-
-# Options shared by the swapping commands, declared once.
-class Opt:
-    faces = typer.Option("largest", "--faces", help="Which target faces to swap: 'largest', 'all', or an index N (0 = leftmost face).")
-    reference = typer.Option(None, "--reference", help="Swap only target faces whose identity matches the face in this photo.", exists=False)
-    threshold = typer.Option(0.30, "--threshold", min=-1.0, max=1.0, help="Identity similarity (ArcFace cosine) a face needs to match --reference.")
-    min_face = typer.Option(0.0, "--min-face-size", min=0.0, help="Ignore detected faces smaller than this many pixels.")
-    sources = typer.Option(None, "--source", "-s", help="Another photo of the same source person (repeatable); the engine uses them as it can.")
-    engine = typer.Option("auto", "--engine", help="Swap engine: auto, morph (embedded, no downloads).")
-    device = typer.Option("auto", "--device", help="auto, cpu or cuda (cuda fails loudly when unavailable).")
-    weights_dir = typer.Option(None, "--weights-dir", help="Folder to look in first for model files (also $SWAPCLI_WEIGHTS).")
-    overwrite = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (inputs are never overwritten).")
-    json_out = typer.Option(False, "--json", help="Print one JSON result object on stdout.")
-    quiet = typer.Option(False, "--quiet", "-q", help="Only errors on stderr.")
-    debug = typer.Option(False, "--debug", help="Show tracebacks and debug logs (for bug reports).")
-
-    @staticmethod
-    def det_size(default: int):
-        return typer.Option(default, "--det-size", min=160, max=1280, help="Face-detector input size in pixels (smaller is faster but misses small faces).")
-
-
-def _default_output(target: Path, suffix: str | None = None) -> Path:
-    return target.with_name(f"{target.stem}_swapped{suffix or target.suffix}")
+from swapcli.cli.root import Opt, app, default_output, engine_options, parse_map
 
 
 @app.command()
@@ -94,9 +45,9 @@ def image(
         from swapcli.pipeline.swapper import Swapper
 
         start = time.perf_counter()
-        out_path = output or _default_output(target)
+        out_path = output or default_output(target)
         source_paths = [source, *(extra_sources or [])]
-        swapper = Swapper(_engine_options(engine, device, weights_dir, det_size))
+        swapper = Swapper(engine_options(engine, device, weights_dir, det_size))
         select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size)
         from swapcli.select.faces import parse_faces
 
@@ -155,7 +106,7 @@ def video(
         from swapcli.pipeline.swapper import Swapper
         from swapcli.pipeline.video import VideoOptions, swap_video
 
-        pairs = [_parse_map(m) for m in (maps or [])]
+        pairs = [parse_map(m) for m in (maps or [])]
         if len(paths) > 2:
             raise UsageError("expected [SOURCE] TARGET_VIDEO")
         source, target = (paths[0], paths[1]) if len(paths) == 2 else (None, paths[0])
@@ -163,8 +114,8 @@ def video(
             raise UsageError("use either SOURCE [--reference] or --map SRC=REF, not both")
         if not pairs and source is None:
             raise UsageError("give a SOURCE photo or at least one --map SRC=REF")
-        out_path = output or _default_output(target, ".mp4")
-        swapper = Swapper(_engine_options(engine, device, weights_dir, det_size))
+        out_path = output or default_output(target, ".mp4")
+        swapper = Swapper(engine_options(engine, device, weights_dir, det_size))
         if pairs:
             groups = [swapper.load_sources([src]) for src, _ in pairs]
             refs = [swapper.reference_embedding(ref) for _, ref in pairs]
@@ -191,22 +142,6 @@ def video(
             typer.echo(str(result.output))
 
 
-def _engine_options(engine: str, device: str, weights_dir: Path | None, det_size: int):
-    from swapcli.core.options import EngineOptions
-
-    return EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None,
-                         det_size=det_size)
-
-
-def _parse_map(text: str) -> tuple[Path, Path]:
-    from swapcli.core.errors import UsageError
-
-    src, sep, ref = text.partition("=")
-    if not sep or not src or not ref:
-        raise UsageError(f"--map takes SRC.jpg=REF.jpg, not '{text}'")
-    return Path(src), Path(ref)
-
-
 @app.command()
 def doctor(json_out: bool = Opt.json_out, weights_dir: Optional[Path] = Opt.weights_dir) -> None:
     """Report Python, packages, onnxruntime providers, models and ffmpeg."""
@@ -221,6 +156,10 @@ def doctor(json_out: bool = Opt.json_out, weights_dir: Optional[Path] = Opt.weig
             render(report)
         if not report["ok"]:
             raise typer.Exit(4)
+
+
+# Command modules register on `app` when imported (order = --help order).
+from swapcli.cli import batch, bench, evaluate, models, verify  # noqa: E402,F401
 
 
 def main() -> None:

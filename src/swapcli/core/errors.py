@@ -11,6 +11,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_NO_FACE = 3
 EXIT_MODEL = 4
+EXIT_UNMARKED = 5  # swapcli verify: a file carries no synthetic-media mark
 EXIT_INTERRUPTED = 130
 
 

@@ -24,12 +24,19 @@ class EngineOptions:
     colour: bool = True
     threads: int = 0
     det_size: int = 640  # detector input side; smaller is faster, misses tiny faces
+    model: str | None = None  # --model PATH: the user's own generator file (unverified)
+    embedder_model: str | None = None  # --embedder-model PATH: own identity embedder (unverified)
+    mix: float | None = None  # --mix T: slerp from the first source identity (0) to the others (1)
+    enhance: str | None = None  # --enhance NAME: face restoration model run on the swapped crop
+    enhance_blend: float = 0.8  # share of the restored crop in the result
 
 
 @dataclass(frozen=True)
 class OutputOptions:
     overwrite: bool = False
     quality: int = 95
+    mark: bool = True  # machine-readable "AI-generated" mark (metadata + invisible watermark)
+    visible_label: str | None = None  # optional small visible label drawn on the output
 
 
 @dataclass

