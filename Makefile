@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
-TORCH  ?= 2.13.0  # the CPU build this machine carries; set TORCH= to your CUDA build's version
+# torch is installed first and pinned, so no resolver ever pulls CUDA wheels (override: make TORCH=...)
+TORCH  ?= 2.13.0
 
 .PHONY: setup demo test test-fast bench clean
 
