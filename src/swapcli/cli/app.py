@@ -23,8 +23,15 @@ def image(
     threshold: float = Opt.threshold,
     min_face_size: float = Opt.min_face,
     engine: str = Opt.engine,
+    model: Optional[Path] = Opt.model,
+    embedder_model: Optional[Path] = Opt.embedder_model,
+    mix: Optional[float] = Opt.mix,
+    enhance: Optional[str] = Opt.enhance,
+    enhance_blend: float = Opt.enhance_blend,
     device: str = Opt.device,
     weights_dir: Optional[Path] = Opt.weights_dir,
+    no_mark: bool = Opt.no_mark,
+    visible_label: Optional[str] = Opt.visible_label,
     quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality."),
     det_size: int = Opt.det_size(640),
     overwrite: bool = Opt.overwrite,
@@ -47,7 +54,8 @@ def image(
         start = time.perf_counter()
         out_path = output or default_output(target)
         source_paths = [source, *(extra_sources or [])]
-        swapper = Swapper(engine_options(engine, device, weights_dir, det_size))
+        swapper = Swapper(engine_options(engine, device, weights_dir, det_size, model=model, embedder_model=embedder_model,
+                                          mix=mix, enhance=enhance, enhance_blend=enhance_blend))
         select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size)
         from swapcli.select.faces import parse_faces
 
@@ -55,7 +63,8 @@ def image(
         sources = swapper.load_sources(source_paths)
         ref = swapper.reference_embedding(reference) if reference else None
         result = swap_image(
-            swapper, sources, target, out_path, select, OutputOptions(overwrite=overwrite, quality=quality),
+            swapper, sources, target, out_path, select, OutputOptions(overwrite=overwrite, quality=quality, mark=not no_mark,
+                                                                     visible_label=visible_label),
             reference=ref, inputs=[*source_paths, *([reference] if reference else [])],
         )
         total = time.perf_counter() - start
@@ -79,8 +88,15 @@ def video(
     threshold: float = Opt.threshold,
     min_face_size: float = Opt.min_face,
     engine: str = Opt.engine,
+    model: Optional[Path] = Opt.model,
+    embedder_model: Optional[Path] = Opt.embedder_model,
+    mix: Optional[float] = Opt.mix,
+    enhance: Optional[str] = Opt.enhance,
+    enhance_blend: float = Opt.enhance_blend,
     device: str = Opt.device,
     weights_dir: Optional[Path] = Opt.weights_dir,
+    no_mark: bool = Opt.no_mark,
+    visible_label: Optional[str] = Opt.visible_label,
     crf: int = typer.Option(18, "--crf", "--quality", min=0, max=51, help="x264/x265 constant rate factor (lower = better, 18 is visually lossless)."),
     preset: str = typer.Option("veryfast", "--preset", help="Encoder speed preset (ultrafast ... veryslow)."),
     codec: str = typer.Option("libx264", "--codec", help="libx264, libx265, h264_nvenc or hevc_nvenc (when this ffmpeg has them)."),
@@ -115,7 +131,8 @@ def video(
         if not pairs and source is None:
             raise UsageError("give a SOURCE photo or at least one --map SRC=REF")
         out_path = output or default_output(target, ".mp4")
-        swapper = Swapper(engine_options(engine, device, weights_dir, det_size))
+        swapper = Swapper(engine_options(engine, device, weights_dir, det_size, model=model, embedder_model=embedder_model,
+                                          mix=mix, enhance=enhance, enhance_blend=enhance_blend))
         if pairs:
             groups = [swapper.load_sources([src]) for src, _ in pairs]
             refs = [swapper.reference_embedding(ref) for _, ref in pairs]
@@ -129,7 +146,7 @@ def video(
         options = VideoOptions(crf=crf, preset=preset, codec=codec, fps=Fraction(fps).limit_denominator(1001) if fps else None,
                                start=start, end=end)
         with progress_bar(quiet, "swapping") as advance:
-            result = swap_video(swapper, groups, target, out_path, select, options, OutputOptions(overwrite=overwrite),
+            result = swap_video(swapper, groups, target, out_path, select, options, OutputOptions(overwrite=overwrite, mark=not no_mark, visible_label=visible_label),
                                 references=refs, inputs=inputs, progress=advance)
         for note in result.notes:
             log.warning(note)

@@ -47,7 +47,14 @@ class Opt:
     threshold = typer.Option(0.30, "--threshold", min=-1.0, max=1.0, help="Identity similarity (ArcFace cosine) a face needs to match --reference.")
     min_face = typer.Option(0.0, "--min-face-size", min=0.0, help="Ignore detected faces smaller than this many pixels.")
     sources = typer.Option(None, "--source", "-s", help="Another photo of the same source person (repeatable); the engine uses them as it can.")
-    engine = typer.Option("auto", "--engine", help="Swap engine: auto, morph (embedded, no downloads).")
+    engine = typer.Option("auto", "--engine", help="Swap engine: auto (best installed), morph (embedded, no downloads), inswapper, ghost, hyperswap, ghost_onnx, simswap, blendswap, uniface (see `swapcli models list`).")
+    model = typer.Option(None, "--model", help="Your own generator file for --engine (loaded unverified; said so).")
+    embedder_model = typer.Option(None, "--embedder-model", help="Your own identity-embedder file for --engine (loaded unverified).")
+    mix = typer.Option(None, "--mix", min=0.0, max=1.0, help="Blend identities: 0 = the first --source photo's, 1 = the other photos' (slerp of embeddings; embedding engines only).")
+    enhance = typer.Option(None, "--enhance", help="Restore the swapped face before paste-back: gfpgan, codeformer, gpen256 or gpen512 (downloaded models).")
+    enhance_blend = typer.Option(0.8, "--enhance-blend", min=0.0, max=1.0, help="Share of the restored face in the result (with --enhance).")
+    no_mark = typer.Option(False, "--no-mark", help="Do not mark the output as AI-generated (metadata and invisible watermark). Disclosure is then your duty (EU AI Act Art. 50).")
+    visible_label = typer.Option(None, "--visible-label", help="Also draw this small visible label on the output (e.g. 'AI-generated').")
     device = typer.Option("auto", "--device", help="auto, cpu or cuda (cuda fails loudly when unavailable).")
     weights_dir = typer.Option(None, "--weights-dir", help="Folder to look in first for model files (also $SWAPCLI_WEIGHTS).")
     overwrite = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (inputs are never overwritten).")
@@ -64,11 +71,15 @@ def default_output(target: Path, suffix: str | None = None) -> Path:
     return target.with_name(f"{target.stem}_swapped{suffix or target.suffix}")
 
 
-def engine_options(engine: str, device: str, weights_dir: Path | None, det_size: int):
+def engine_options(engine: str, device: str, weights_dir: Path | None, det_size: int, *,
+                   model: Path | None = None, embedder_model: Path | None = None, mix: float | None = None,
+                   enhance: str | None = None, enhance_blend: float = 0.8):
     from swapcli.core.options import EngineOptions
 
     return EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None,
-                         det_size=det_size)
+                         det_size=det_size, model=str(model) if model else None,
+                         embedder_model=str(embedder_model) if embedder_model else None, mix=mix,
+                         enhance=enhance, enhance_blend=enhance_blend)
 
 
 def parse_map(text: str) -> tuple[Path, Path]:
