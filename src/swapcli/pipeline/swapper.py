@@ -18,7 +18,7 @@ from swapcli.core.options import EngineOptions
 from swapcli.core.timing import Clock
 from swapcli.read.image import read_image
 from swapcli.swap.base import SourceFace
-from swapcli.swap.engines import create_engine
+from swapcli.swap.engines import create_engine, create_restorer
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Swapper:
                             threads=self.options.threads, det_size=self.options.det_size)
         )
         self.engine = create_engine(self.options)
+        self.restorer = create_restorer(self.options)
         self.clock = clock or Clock()
 
     def detect(self, image: np.ndarray) -> list[Face]:
@@ -89,6 +90,9 @@ class Swapper:
             self.landmarks(frame, face)
         with self.clock("swap"):
             result = self.engine.swap(frame, face, sources)
+        if self.restorer is not None:
+            with self.clock("enhance"):
+                self.restorer.apply(result, face)
         generated = result.landmarks
         if generated is None:
             with self.clock("landmarks"):

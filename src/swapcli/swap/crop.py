@@ -1,0 +1,119 @@
+"""What every neural generator shares: align a crop, generate, warp it back.
+
+A generator sees only its aligned crop; the result is warped back into a
+region of interest (ROI) around the face and handed to the shared GHOST-mask
+blend, so every engine gets the same seams. Pixels outside the crop's
+footprint were never generated: `keep` hides them from the mask.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from swapcli.analyse.face import Face
+from swapcli.core.geometry import apply, invert
+from swapcli.core.templates import align_matrix, warp_crop
+from swapcli.swap.base import SourceFace, SwapResult
+from swapcli.swap.identity import combine
+
+FOOTPRINT_EDGE = 0.03  # feather the crop footprint over this share of the crop side
+
+NORMS = ("unit", "tanh", "imagenet")
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def to_tensor(crops_bgr: np.ndarray, norm: str) -> np.ndarray:
+    """(B, H, W, 3) BGR uint8 -> (B, 3, H, W) float32 RGB in the model's range."""
+    x = crops_bgr[..., ::-1].astype(np.float32) / 255.0
+    if norm == "tanh":
+        x = (x - 0.5) / 0.5
+    elif norm == "imagenet":
+        x = (x - _IMAGENET_MEAN) / _IMAGENET_STD
+    elif norm != "unit":
+        raise ValueError(f"unknown normalisation '{norm}'")
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def from_tensor(y: np.ndarray, norm: str) -> np.ndarray:
+    """(B, 3, H, W) model output -> (B, H, W, 3) float32 BGR in [0, 255]."""
+    x = np.asarray(y, dtype=np.float32).transpose(0, 2, 3, 1)
+    if norm == "tanh":
+        x = x * 0.5 + 0.5
+    elif norm == "imagenet":
+        x = x * _IMAGENET_STD + _IMAGENET_MEAN
+    return np.clip(x[..., ::-1] * 255.0, 0.0, 255.0)
+
+
+def paste_region(crop: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...]):
+    """Warp a crop (float32, crop pixels) back to the frame, inside its footprint's box only.
+
+    Returns (roi, image, footprint): footprint is 1 inside the crop, feathered at its edge.
+    """
+    size = crop.shape[0]
+    inv = invert(matrix)
+    corners = apply(inv, np.array([[0, 0], [size, 0], [size, size], [0, size]], dtype=np.float64))
+    h, w = shape[:2]
+    x0, y0 = np.floor(corners.min(0)).astype(int)
+    x1, y1 = np.ceil(corners.max(0)).astype(int)
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    inv_roi = inv.copy()
+    inv_roi[:, 2] -= (x0, y0)
+    out_size = (x1 - x0, y1 - y0)
+    image = cv2.warpAffine(crop, inv_roi, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    edge = max(2, int(round(FOOTPRINT_EDGE * size)))
+    ones = np.zeros((size, size), np.float32)
+    ones[edge:-edge, edge:-edge] = 1.0
+    ones = cv2.GaussianBlur(ones, (0, 0), edge / 2.0)
+    footprint = cv2.warpAffine(ones, inv_roi, out_size, flags=cv2.INTER_LINEAR, borderValue=0.0)
+    return (x0, y0, x1, y1), image, footprint
+
+
+class CropEngine:
+    """Base of the neural engines. Subclasses set template/size and implement
+    `source_latent(raw_identity, sources)` and `generate(crops, latents)`."""
+
+    name = "crop"
+    uses_embedding = False  # the analyser's MobileFaceNet is not their identity space
+    template = "arcface_128"
+    size = 128
+
+    def __init__(self, embedder, mix: float | None = None) -> None:
+        self.embedder = embedder  # has .embed(image, kps) -> raw vector; None for image-driven engines
+        self.mix = mix
+        self._latents: dict[tuple[int, ...], np.ndarray] = {}
+
+    # -- identity -------------------------------------------------------
+    def raw_identity(self, sources: Sequence[SourceFace]) -> np.ndarray:
+        key = f"embedding:{self.name}"
+        vecs = []
+        for src in sources:
+            if key not in src.cache:
+                src.cache[key] = self.embedder.embed(src.image, src.face.kps)
+            vecs.append(src.cache[key])
+        return combine(vecs, self.mix)
+
+    def latent(self, sources: Sequence[SourceFace]) -> np.ndarray:
+        key = tuple(id(s) for s in sources)
+        if key not in self._latents:
+            self._latents[key] = self.source_latent(sources)
+        return self._latents[key]
+
+    def source_latent(self, sources: Sequence[SourceFace]) -> np.ndarray:
+        raise NotImplementedError
+
+    def generate(self, crops: np.ndarray, latents: np.ndarray) -> np.ndarray:
+        """(B, S, S, 3) BGR uint8 crops -> (B, S, S, 3) float32 BGR generated faces."""
+        raise NotImplementedError
+
+    # -- the engine protocol ---------------------------------------------
+    def swap(self, frame: np.ndarray, target: Face, sources: Sequence[SourceFace]) -> SwapResult:
+        matrix = align_matrix(target.kps, self.template, self.size)
+        crop = warp_crop(frame, matrix, self.size)
+        generated = self.generate(crop[None], self.latent(sources)[None])[0]
+        roi, image, footprint = paste_region(generated, matrix, frame.shape)
+        return SwapResult(roi=roi, image=image, keep=1.0 - footprint,
+                          info={"engine": self.name, "crop": self.size})
