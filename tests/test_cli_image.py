@@ -161,5 +161,10 @@ def test_doctor_json():
     proc = run_cli("doctor", "--json")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["ok"] and all(m.get("verified") for m in report["models"].values())
+    assert report["ok"]
+    embedded = {n: m for n, m in report["models"].items() if m["embedded"]}
+    assert set(embedded) == {"scrfd_500m", "2d106det", "w600k_mbf"}
+    assert all(m.get("verified") for m in embedded.values())
     assert "CPUExecutionProvider" in report["onnxruntime"]["providers"]
+    assert report["onnxruntime"]["active_build"].startswith(("CPU", "GPU"))
+    assert report["auto_engine"] in ("morph", "inswapper", "hyperswap", "ghost", "simswap", "ghost_onnx")

@@ -267,3 +267,24 @@ def test_ghost_embedding_is_fed_unnormalised():
     sources = Swapper().load_sources([PHOTOS["gdp"]])
     raw = embedder.embed(sources[0].image, sources[0].face.kps)
     np.testing.assert_allclose(engine.latent(sources), raw, rtol=1e-5)
+
+
+@pytest.mark.parametrize("engine,side", [("blendswap", 112), ("uniface", 256)])
+def test_image_driven_engines_get_the_aligned_source_photo(tmp_path, analyser, engine, side):
+    from swapcli.pipeline.swapper import Swapper
+    from swapcli.swap.onnx_family import GeneratorConfig, OnnxGenerator
+
+    path = standins.generator(tmp_path / f"{engine}.onnx", 256, emap=False, source_shape=(1, 3, side, side))
+    gen = OnnxGenerator(GeneratorConfig(engine, "ffhq_512", 256, "unit" if engine == "blendswap" else "tanh"),
+                        path, device="cpu")
+    sources = Swapper().load_sources([PHOTOS["gdp"]])
+    latent = gen.latent(sources)
+    assert latent.shape == (3, side, side) and 0.0 <= latent.min() and latent.max() <= 1.0
+    # the crop is the source face: detecting on it finds one face filling the crop
+    crop = (latent.transpose(1, 2, 0)[..., ::-1] * 255).astype(np.uint8)
+    padded = cv2.copyMakeBorder(crop, side // 2, side // 2, side // 2, side // 2, cv2.BORDER_CONSTANT)
+    assert len(analyser.detect(padded)) == 1
+    image, frame = _swap_once(gen)
+    assert standins.psnr(frame, image, face_region(analyser, image, all_faces=False)) > 35.0
+    with pytest.raises(Exception, match="--mix"):
+        OnnxGenerator(GeneratorConfig(engine, "ffhq_512", 256, "unit"), path, device="cpu", mix=0.5)

@@ -69,7 +69,7 @@ def swap_image(
         raise NoFaceError(f"{target}: none of the {len(faces)} faces found {why}")
     for face in chosen:  # all on the untouched image, before any face is pasted
         swapper.landmarks(loaded.bgr, face)
-    reports = [swapper.swap_face(frame, face, sources) for face in chosen]
+    reports = swapper.swap_faces(frame, chosen, sources)
     with clock("write"):
         write_image(output, frame, loaded, out.quality)
     return ImageResult(target, output, len(faces), len(reports), reports)

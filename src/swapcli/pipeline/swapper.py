@@ -86,17 +86,35 @@ class Swapper:
         params: Callable[[float], MaskParams] | None = None,
     ) -> FaceReport:
         """Swap one face in place; `params` maps outline offset to mask (video tracks smooth it)."""
-        if face.landmarks is None:
-            self.landmarks(frame, face)
+        return self.swap_faces(frame, [face], sources, params)[0]
+
+    def swap_faces(
+        self,
+        frame: np.ndarray,
+        faces: Sequence[Face],
+        sources: Sequence[SourceFace],
+        params: Callable[[float], MaskParams] | None = None,
+    ) -> list[FaceReport]:
+        """Swap several faces of one frame in place. Engines that batch generate them in one
+        call, all from the untouched frame; each is then restored, measured and blended."""
+        for face in faces:
+            if face.landmarks is None:
+                self.landmarks(frame, face)
         with self.clock("swap"):
-            result = self.engine.swap(frame, face, sources)
-        if self.restorer is not None:
-            with self.clock("enhance"):
-                self.restorer.apply(result, face)
-        generated = result.landmarks
-        if generated is None:
-            with self.clock("landmarks"):
-                generated = generated_landmarks(result, face, self.analyser)
-        with self.clock("blend"):
-            info = blend(frame, face, result, generated, params)
-        return FaceReport(face, info, result.info)
+            if len(faces) > 1 and hasattr(self.engine, "swap_many"):
+                results = self.engine.swap_many(frame, faces, sources)
+            else:
+                results = [self.engine.swap(frame, face, sources) for face in faces]
+        reports = []
+        for face, result in zip(faces, results):
+            if self.restorer is not None:
+                with self.clock("enhance"):
+                    self.restorer.apply(result, face)
+            generated = result.landmarks
+            if generated is None:
+                with self.clock("landmarks"):
+                    generated = generated_landmarks(result, face, self.analyser)
+            with self.clock("blend"):
+                info = blend(frame, face, result, generated, params)
+            reports.append(FaceReport(face, info, result.info))
+        return reports

@@ -111,9 +111,17 @@ class CropEngine:
 
     # -- the engine protocol ---------------------------------------------
     def swap(self, frame: np.ndarray, target: Face, sources: Sequence[SourceFace]) -> SwapResult:
-        matrix = align_matrix(target.kps, self.template, self.size)
-        crop = warp_crop(frame, matrix, self.size)
-        generated = self.generate(crop[None], self.latent(sources)[None])[0]
-        roi, image, footprint = paste_region(generated, matrix, frame.shape)
-        return SwapResult(roi=roi, image=image, keep=1.0 - footprint,
-                          info={"engine": self.name, "crop": self.size})
+        return self.swap_many(frame, [target], sources)[0]
+
+    def swap_many(self, frame: np.ndarray, targets: Sequence[Face], sources: Sequence[SourceFace]) -> list[SwapResult]:
+        """All faces of a frame in one generator call (where the graph's batch allows)."""
+        matrices = [align_matrix(t.kps, self.template, self.size) for t in targets]
+        crops = np.stack([warp_crop(frame, m, self.size) for m in matrices])
+        latent = self.latent(sources)
+        generated = self.generate(crops, np.repeat(latent[None], len(targets), axis=0))
+        results = []
+        for face, matrix in zip(generated, matrices):
+            roi, image, footprint = paste_region(face, matrix, frame.shape)
+            results.append(SwapResult(roi=roi, image=image, keep=1.0 - footprint,
+                                      info={"engine": self.name, "crop": self.size}))
+        return results

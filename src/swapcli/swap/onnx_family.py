@@ -30,6 +30,8 @@ LATENT_RULES = {
     "blendswap": "image",  # the aligned source photo itself
     "uniface": "image",
 }
+# Image-driven engines: the source photo's crop template (size comes from the graph); RGB in [0, 1].
+SOURCE_TEMPLATES = {"blendswap": "arcface_112", "uniface": "ffhq_512"}
 # The model each engine loads when no --model is given.
 DEFAULT_MODELS = {
     "inswapper": "inswapper_128",
@@ -99,8 +101,9 @@ class OnnxGenerator(CropEngine):
         if rule == "image":
             side = self.source_shape[2] if isinstance(self.source_shape[2], int) else self.size
             src = sources[0]
-            crop = warp_crop(src.image, align_matrix(src.face.kps, self.template, side), side)
-            return to_tensor(crop[None], self.config.norm)[0]
+            template = SOURCE_TEMPLATES[self.config.engine]
+            crop = warp_crop(src.image, align_matrix(src.face.kps, template, side), side)
+            return to_tensor(crop[None], "unit")[0]
         raw = self.raw_identity(sources)
         if rule == "emap":
             return normed(normed(raw) @ self.emap).astype(np.float32)
