@@ -58,6 +58,11 @@ def handle_errors(debug: bool = False, json_out: bool = False) -> Iterator[None]
         raise SystemExit(EXIT_INTERRUPTED) from None
     except MemoryError:
         fail("out of memory", EXIT_FAILURE)
+    except BrokenPipeError:  # `swapcli ... | head`: the reader left; stop quietly as a pipe writer should
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(141) from None
     except Exception as exc:  # a bug: say so in one line, keep details for --debug
         if debug:
             raise

@@ -61,8 +61,7 @@ def _require(name: str, weights_dir: str | None, engine: str) -> Path:
     try:
         return locate(name, weights_dir).path
     except ModelError as exc:
-        raise ModelError(f"engine '{engine}' needs model '{name}': {exc}; "
-                         f"get it with `swapcli models download {name}`") from exc
+        raise ModelError(f"engine '{engine}' needs model '{name}': {exc}") from exc
 
 
 def _user_file(path: str, what: str) -> Path:
