@@ -1,0 +1,216 @@
+"""swapcli eval on known cases: result = target, a mirrored result, a real swap, a
+frame-shuffled video; metric units on synthetic landmarks; bad input and no face."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import assert_clean_failure, blank_image, run_cli
+from swapcli.core.ffmpeg import base_cmd, media_path
+
+SUMMARY_KEYS = {"id_source", "id_target", "id_margin", "pose_error", "expression_error", "eye_error", "retrieval"}
+VIDEO_KEYS = SUMMARY_KEYS | {"result_face_rate", "jitter", "flicker"}
+TOP_KEYS = {"ok", "kind", "source", "target", "result", "faces_selected", "gallery", "metrics", "notes", "report",
+            "timings_ms", "total_ms"}
+
+
+def _eval(*args) -> dict:
+    proc = run_cli("eval", *args, "--json", "-q", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def evaluator(analyser):
+    """In-process `swapcli eval` on the session's analyser (models loaded once)."""
+    from swapcli.evaluate.inputs import Analyser
+    from swapcli.evaluate.run import evaluate
+
+    return lambda sources, target, result, **kw: evaluate(sources, target, result, analyser=Analyser(inner=analyser),
+                                                          **kw)
+
+
+def _crop_around(image: np.ndarray, bbox, side: int) -> np.ndarray:
+    cx, cy = int((bbox[0] + bbox[2]) / 2), int((bbox[1] + bbox[3]) / 2)
+    h, w = image.shape[:2]
+    x0, y0 = min(max(0, cx - side // 2), w - side), min(max(0, cy - side // 2), h - side)
+    return image[y0:y0 + side, x0:x0 + side].copy()
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory, photos, analyser):
+    """Single-face crops of t1: a turned face (yaw ~37, roll ~-28), its mirror image, a frontal face;
+    and a gallery folder of four other people."""
+    from swapcli.read.image import read_image
+
+    d = tmp_path_factory.mktemp("eval")
+    t1 = read_image(photos["t1"]).bgr
+    found = analyser.detect(t1)
+    assert len(found) == 6
+    out = {}
+    turned = _crop_around(t1, found[1].bbox, 200)
+    cv2.imwrite(str(d / "turned.png"), turned)
+    cv2.imwrite(str(d / "turned_copy.png"), turned)
+    cv2.imwrite(str(d / "turned_flip.png"), turned[:, ::-1])
+    cv2.imwrite(str(d / "frontal.png"), _crop_around(t1, found[5].bbox, 240))
+    gallery = d / "gallery"
+    gallery.mkdir()
+    for k in (0, 2, 3, 4):
+        cv2.imwrite(str(gallery / f"t1_{k}.jpg"), _crop_around(t1, found[k].bbox, 220))
+    (gallery / "notes.txt").write_text("not a photo\n")
+    for name in ("turned", "turned_copy", "turned_flip", "frontal"):
+        out[name] = d / f"{name}.png"
+    out["gallery"] = gallery
+    out["dir"] = d
+    return out
+
+
+# --------------------------------------------------------------------------- metric units (no models)
+
+
+def test_metric_units():
+    from swapcli.analyse.face import Face
+    from swapcli.evaluate.metrics import (
+        apply_affine,
+        expression_features,
+        iou,
+        match_faces,
+        second_difference,
+        similarity_fit,
+    )
+    from swapcli.evaluate.video import sample_centres
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 100, (106, 2))
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -5.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    moved = scale * pts @ rot.T + shift
+    assert np.allclose(apply_affine(similarity_fit(pts, moved), pts), moved, atol=1e-6)
+    a, b = expression_features(pts), expression_features(moved)
+    assert all(abs(a[k] - b[k]) < 1e-6 for k in a)  # normalised: invariant to a similarity
+    line = [pts + t * np.array([3.0, 1.0]) for t in range(3)]
+    assert second_difference(*line, scale=100) < 1e-9  # steady motion is not jitter
+    assert second_difference(line[0], line[1] + 5, line[2], scale=100) == pytest.approx(10 * np.sqrt(2), rel=1e-6)
+    assert iou([0, 0, 10, 10], [5, 0, 15, 10]) == pytest.approx(1 / 3)
+
+    def face(x):
+        return Face(bbox=np.array([x, 0, x + 10, 10], np.float32), score=1, kps=np.zeros((5, 2)))
+
+    targets, results = [face(0), face(50)], [face(52), face(200)]
+    (m0, _), (m1, o1) = match_faces(targets, results)
+    assert m0 is None and m1 is results[0] and o1 > 0.6
+    assert sample_centres(10, 32) == list(range(1, 9))
+    assert sample_centres(1000, 5) == [1, 250, 500, 749, 998]
+
+
+# --------------------------------------------------------------------------- photos
+
+
+def test_result_equals_target(faces, photos):
+    out = _eval("-s", photos["yaoming"], "-t", faces["turned"], "-r", faces["turned_copy"])
+    assert TOP_KEYS <= out.keys() and out["ok"] and out["kind"] == "image"
+    m = out["metrics"]
+    assert SUMMARY_KEYS <= m.keys()
+    assert m["id_target"] > 0.99
+    assert m["id_target"] > m["id_source"]
+    assert m["pose_error"]["mean"] < 0.5
+    assert m["expression_error"] < 0.005 and m["eye_error"] < 0.005
+    assert m["retrieval"] is None and out["gallery"] is None
+    face = out["faces"][0]
+    assert face["matched"] and face["iou"] > 0.99
+    assert abs(face["pose_target"]["yaw"]) > 20  # the turned face really is turned
+
+
+def test_mirrored_result_has_large_pose_error(faces, photos, evaluator):
+    m = evaluator([photos["yaoming"]], faces["turned"], faces["turned_flip"])["metrics"]
+    # ArcFace barely notices a mirror image; the pose does: yaw and roll change sign
+    assert m["pose_error"]["yaw"] > 40
+    assert m["pose_error"]["roll"] > 30
+    assert m["eye_error"] > 0.05
+
+
+@pytest.mark.slow
+def test_real_swap_moves_identity_with_gallery_and_report(faces, photos, swapper, tmp_path):
+    from swapcli.core.options import OutputOptions, SelectOptions
+    from swapcli.pipeline.image import swap_image
+
+    swapped = tmp_path / "swapped.png"
+    sources = swapper.load_sources([photos["yaoming"]])
+    swap_image(swapper, sources, faces["frontal"], swapped, SelectOptions(), OutputOptions(mark=False))
+    report = tmp_path / "report.html"
+    out = _eval("-s", photos["yaoming"], "-t", faces["frontal"], "-r", swapped, "--gallery", faces["gallery"],
+                "--report", report)
+    m = out["metrics"]
+    print(json.dumps(m))
+    assert m["id_source"] > m["id_target"]
+    assert m["id_source"] > 0.3
+    assert out["gallery"]["identities"] == 4
+    assert m["retrieval"]["candidates"] == 5 and m["retrieval"]["top1"] == 1.0
+    assert m["pose_error"]["mean"] < 15  # a 2D engine keeps the target's head pose roughly
+    html = report.read_text(encoding="utf-8")
+    assert out["report"] == str(report)
+    assert html.startswith("<!DOCTYPE html>") and html.count("data:image/jpeg;base64,") == 3
+    assert "http" not in html and "<script" not in html  # self-contained
+    assert "identity to source" in html
+    # the report is not overwritten without --overwrite
+    again = run_cli("eval", "-s", photos["yaoming"], "-t", faces["frontal"], "-r", swapped, "--report", report)
+    assert_clean_failure(again, 2)
+
+
+# --------------------------------------------------------------------------- video
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, analyser):
+    from swapcli.evaluate.samples import make_clip, poster
+
+    d = tmp_path_factory.mktemp("evalvid")
+    clip = make_clip(d / "clip.mp4", poster(analyser, 1, (480, 360), margin=1.3), (480, 360), 40)
+    shuffled = d / "shuffled.mp4"
+    subprocess.run([*base_cmd(), "-y", "-i", media_path(clip), "-vf", "shuffleframes=2 0 3 1", "-c:v", "libx264",
+                    "-preset", "veryfast", "-crf", "18", media_path(shuffled)], check=True, capture_output=True)
+    return {"clip": clip, "shuffled": shuffled}
+
+
+@pytest.mark.slow
+def test_video_jitter_and_flicker(clips, photos, evaluator):
+    same = evaluator([photos["gdp"]], clips["clip"], clips["clip"], frames=6)
+    shuf = _eval("-s", photos["gdp"], "-t", clips["clip"], "-r", clips["shuffled"], "--frames", "6",
+                 "--det-size", "320")
+    for out in (same, shuf):
+        assert out["kind"] == "video" and VIDEO_KEYS <= out["metrics"].keys()
+        assert out["frames"]["sampled"] == 6 and len(out["per_frame"]) == 6
+    s, x = same["metrics"], shuf["metrics"]
+    print("jitter", s["jitter"], x["jitter"], "flicker", s["flicker"], x["flicker"])
+    assert s["jitter"]["excess"] == 0 and s["flicker"]["excess"] == 0 and s["id_target"] > 0.99
+    assert x["result_face_rate"] == 1.0
+    assert x["jitter"]["result"] > 5 * s["jitter"]["result"]
+    assert x["jitter"]["ratio"] > 5 and x["jitter"]["excess"] > 2
+    assert x["flicker"]["ratio"] > 2
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_bad_input_exits_2(faces, photos, tmp_path):
+    missing = run_cli("eval", "-s", photos["yaoming"], "-t", faces["turned"], "-r", tmp_path / "nope.png")
+    assert_clean_failure(missing, 2)
+    assert "RESULT" in missing.stderr
+    text = tmp_path / "fake.mp4"
+    text.write_text("not a video\n")
+    assert_clean_failure(run_cli("eval", "-s", photos["yaoming"], "-t", text, "-r", faces["turned"]), 2)
+    size = run_cli("eval", "-s", photos["yaoming"], "-t", faces["turned"], "-r", faces["frontal"], "--json")
+    assert_clean_failure(size, 2)
+    assert json.loads(size.stdout)["exit_code"] == 2
+
+
+def test_no_face_exits_3(faces, photos, tmp_path):
+    blank = blank_image(tmp_path / "blank.png", size=(200, 200))
+    proc = run_cli("eval", "-s", photos["yaoming"], "-t", blank, "-r", faces["turned"])
+    assert_clean_failure(proc, 3)
