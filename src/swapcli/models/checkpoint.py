@@ -108,7 +108,7 @@ def _shape(t: torch.Tensor) -> str:
     return "[" + ",".join(map(str, t.shape)) + "]"
 
 
-def load_into(module: torch.nn.Module, path: str | Path, *, strict: bool = True) -> LoadResult:
+def load_into(module: torch.nn.Module, path: str | Path | dict, *, strict: bool = True) -> LoadResult:
     """Load a checkpoint into ``module``, refusing it unless the layouts agree.
 
     strict: every key must be present on both sides (bar BatchNorm's
@@ -117,7 +117,8 @@ def load_into(module: torch.nn.Module, path: str | Path, *, strict: bool = True)
     weight is copied, so a refused file leaves ``module`` untouched. Values are
     cast to the module's dtype (an fp16 checkpoint loads into an fp32 module).
     """
-    state = load_state_dict(path)
+    state = path if isinstance(path, dict) else load_state_dict(path)  # a dict: already loaded safely
+    label = "checkpoint" if isinstance(path, dict) else f"checkpoint {path}"
     own = module.state_dict()
     # BatchNorm fills in an absent num_batches_tracked itself (pre-0.4 saves lack it); it is
     # a training counter that inference never reads.
@@ -135,12 +136,12 @@ def load_into(module: torch.nn.Module, path: str | Path, *, strict: bool = True)
             if keys
         ]
         name = type(module).__name__
-        raise ModelError(f"checkpoint {path} does not fit {name}: " + "; ".join(parts))
+        raise ModelError(f"{label} does not fit {name}: " + "; ".join(parts))
     if not strict:
         state = {k: v for k, v in state.items() if k in own}
     try:
         module.load_state_dict(state, strict=strict)
     except Exception as exc:  # e.g. a dtype that cannot be cast; keep it to one line
         name = type(module).__name__
-        raise ModelError(f"checkpoint {path} cannot be loaded into {name}: {_first_line(exc)}") from exc
+        raise ModelError(f"{label} cannot be loaded into {name}: {_first_line(exc)}") from exc
     return LoadResult(missing, unexpected)

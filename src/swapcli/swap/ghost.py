@@ -60,7 +60,7 @@ class GhostEngine(CropEngine):
 
         state = load_state_dict(path)
         net = AEINet(num_blocks=blocks_of(state))
-        load_into(net, path)
+        load_into(net, state)
         return net
 
     def source_latent(self, sources: Sequence[SourceFace]) -> np.ndarray:
