@@ -18,7 +18,7 @@ app = typer.Typer(
     help=(
         "Face swapping for images, videos and folders.\n\n"
         "Exit codes: 0 success, 1 other failure, 2 bad usage or unreadable input, "
-        "3 no face found, 4 model missing or failing verification, 130 interrupted."
+        "3 no face found, 4 model missing or failing verification, 5 file not marked (verify), 130 interrupted."
     ),
     no_args_is_help=True,
     add_completion=False,

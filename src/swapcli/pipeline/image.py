@@ -71,5 +71,5 @@ def swap_image(
         swapper.landmarks(loaded.bgr, face)
     reports = swapper.swap_faces(frame, chosen, sources)
     with clock("write"):
-        write_image(output, frame, loaded, out.quality)
+        write_image(output, frame, loaded, out.quality, mark=out.mark, visible_label=out.visible_label)
     return ImageResult(target, output, len(faces), len(reports), reports)

@@ -108,7 +108,7 @@ def swap_video(
     )
     with reader, VideoWriter(output, info.width, info.height, fps, codec=video.codec, crf=video.crf,
                              preset=video.preset, audio_source=info, start=video.start, end=video.end,
-                             sar=info.sar) as writer:
+                             sar=info.sar, mark=out.mark, visible_label=out.visible_label) as writer:
         total = reader.expected_frames
         index = 0
         while True:

@@ -37,6 +37,8 @@ def read_image(path: str | Path) -> LoadedImage:
         raise InputError(f"{path}: is a directory, expected an image file")
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if not path.is_file():  # a named pipe would block the open below forever
+        raise InputError(f"{path}: not a regular file (a pipe, socket or device?)")
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
         with warnings.catch_warnings():

@@ -79,6 +79,8 @@ def probe(path: str | os.PathLike[str], *, count_frames: bool = True) -> VideoIn
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a directory, not a video")
+    if not p.is_file():  # a named pipe would block (or read as empty)
+        raise InputError(f"{p}: not a regular file (a pipe, socket or device?)")
     try:
         if p.stat().st_size == 0:
             raise InputError(f"{p}: file is empty (0 bytes)")

@@ -29,6 +29,14 @@ Design choices (and why):
   re-encoded to AAC 192 kb/s and said so in ``notes``. Text subtitles go to
   mov_text in mp4/mov (srt in mkv); bitmap subtitles cannot, and are dropped
   with a note. No audio in the input, no audio in the output.
+* Marking. Unless ``mark=False`` (--no-mark), every frame gets the invisible
+  watermark (swapcli.mark.watermark) and the container gets AI-generated tags
+  (comment, DigitalSourceType = IPTC compositeWithTrainedAlgorithmicMedia,
+  synthetic_generator = "swapcli VERSION"; MP4/MOV need ``use_metadata_tags``
+  for custom keys, which stores all tags as QuickTime mdta keys).
+  ``visible_label`` draws a small label on every frame. Frames are marked on
+  the encoder thread, so the caller's processing overlaps with it, and a
+  failure there aborts like any encoder failure (nothing left behind).
 * Speed. Default preset is ``veryfast`` (not x264's ``medium``): roughly 2-3x
   faster at CRF 18 for a somewhat larger file, the right trade for a tool whose
   output is usually reviewed and re-shared. A background thread feeds ffmpeg
@@ -107,6 +115,10 @@ def _same_file(a: Path, b: Path) -> bool:
 _END = object()
 
 
+class _MarkingError(SwapcliError):
+    """Marking a frame failed on the encoder thread."""
+
+
 class VideoWriter:
     """Write BGR uint8 frames of shape (height, width, 3) to ``path``.
 
@@ -120,7 +132,7 @@ class VideoWriter:
                  fps: Fraction | float | int, *, codec: str = "libx264", crf: int = 18,
                  preset: str = "veryfast", audio_source: str | os.PathLike[str] | VideoInfo | None = None,
                  start: float | None = None, end: float | None = None, sar: Fraction | None = None,
-                 queue_size: int = 8) -> None:
+                 queue_size: int = 8, mark: bool = True, visible_label: str | None = None) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         self.fps = Fraction(fps).limit_denominator(1_000_000)
@@ -129,6 +141,7 @@ class VideoWriter:
         self.sar = sar or Fraction(1)
         self.notes: list[str] = []
         self.frames_written = 0
+        self.mark = mark
         if self.width <= 0 or self.height <= 0:
             raise UsageError(f"bad frame size {width}x{height}")
         if self.fps <= 0:
@@ -153,6 +166,12 @@ class VideoWriter:
         self._check_codec()
         if not self.path.parent.is_dir():
             raise OutputError(f"{self.path}: folder {self.path.parent} does not exist")
+        self._marker = None
+        if mark or visible_label is not None:
+            from swapcli.mark import FrameMarker
+
+            self._marker = FrameMarker(self.height, self.width, watermark=mark, visible_label=visible_label,
+                                       video=True)
 
         self.tmp_path = temp_path_for(self.path)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queue_size))
@@ -208,12 +227,21 @@ class VideoWriter:
         if self.codec in ("libx265", "hevc_nvenc") and self.container in ("mp4", "mov"):
             opts["tag:v"] = "hvc1"  # what Apple players require for HEVC
         if self.container in ("mp4", "mov"):
-            opts["movflags"] = "+faststart"
+            opts["movflags"] = "+faststart+use_metadata_tags" if self.mark else "+faststart"
         streams = [video]
         if self.source is not None:
             streams += self._source_streams(opts)
         out = ffmpeg.output(*streams, ff.media_path(self.tmp_path), format=self.container, **opts)
-        return out.compile(cmd=[*ff.base_cmd("error"), "-y"])
+        cmd = out.compile(cmd=[*ff.base_cmd("error"), "-y"])
+        if self.mark:  # after -map_metadata, so these win over the input's tags of the same name
+            from swapcli.mark.metadata import video_tags
+
+            tags = dict(video_tags())
+            if self.container in ("mp4", "mov"):
+                # mdta keys would also store the input's ftyp fields, which then read back doubled
+                tags.update(major_brand="", minor_version="", compatible_brands="")
+            cmd[-1:-1] = [arg for key, value in tags.items() for arg in ("-metadata", f"{key}={value}")]
+        return cmd
 
     def _source_streams(self, opts: dict[str, object]) -> list[object]:
         assert self.source is not None
@@ -259,7 +287,10 @@ class VideoWriter:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             raise ValueError(f"expected a uint8 frame of shape {(self.height, self.width, 3)}, "
                              f"got {frame.dtype} {frame.shape}")
-        self._put(np.ascontiguousarray(frame).tobytes())  # a copy: the caller may reuse its array
+        if self._marker is not None:  # marked on the encoder thread; a copy: the caller may reuse its array
+            self._put(np.array(frame, order="C", copy=True))
+        else:
+            self._put(np.ascontiguousarray(frame).tobytes())  # a copy: the caller may reuse its array
         self.frames_written += 1
 
     def _put(self, item: object) -> None:
@@ -284,6 +315,15 @@ class VideoWriter:
                 if item is _END:
                     stdin.close()
                     return
+                if isinstance(item, np.ndarray):
+                    try:
+                        item = np.ascontiguousarray(self._marker(item)) if self._marker else item
+                    except Exception as exc:  # noqa: BLE001 - reported by the caller's thread
+                        self._thread_error = _MarkingError(f"marking frame failed: {type(exc).__name__}: {exc}")
+                        assert self._proc is not None
+                        self._proc.kill()  # no point encoding on; _failure() must not wait for it
+                        return
+                    item = memoryview(item).cast("B")
                 stdin.write(item)  # type: ignore[arg-type]
         except (OSError, ValueError) as exc:  # ffmpeg died (EPIPE) or we closed the pipe
             if not self._stop.is_set():
@@ -292,6 +332,10 @@ class VideoWriter:
     def _failure(self) -> SwapcliError:
         """The error to raise once ffmpeg has failed, from its own last words."""
         assert self._proc is not None
+        if isinstance(self._thread_error, _MarkingError):
+            error = self._thread_error
+            self.abort()
+            return error
         try:
             rc = self._proc.wait(30)
         except subprocess.TimeoutExpired:
