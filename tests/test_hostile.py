@@ -353,14 +353,13 @@ def test_full_disk_image(corpus, tmp_path):
 
 @pytest.mark.slow
 def test_full_disk_video(corpus, tmp_path):
-    # ffmpeg is killed by SIGXFSZ; write/video.py reports it as an encoding failure (exit 1 today;
-    # 2 would match the image case, see the report). Either way: one line, no partial file.
+    # ffmpeg is killed by SIGXFSZ: an output problem (exit 2, as for images), one line, no partial file.
     before_in = digest(corpus)
     proc = subprocess.run([sys.executable, "-m", "swapcli", "video", str(SOURCE), str(corpus / "clip.mp4"), "-o",
                            str(tmp_path / "o.mp4"), "-q"], capture_output=True, text=True,
                           preexec_fn=_file_size_limit(20_000), timeout=180)
-    assert proc.returncode in (1, 2), proc.stderr
-    assert_clean_failure(proc, proc.returncode)
+    assert_clean_failure(proc, 2)
+    assert "cannot write" in proc.stderr
     assert list(tmp_path.iterdir()) == []
     assert digest(corpus) == before_in and not ffmpeg_processes_under(tmp_path, corpus)
 

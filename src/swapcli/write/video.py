@@ -180,8 +180,14 @@ class VideoWriter:
         self._finished = False
         self._proc: ff.Process | None = None
         self._thread: threading.Thread | None = None
+        self.command = self._command()
+        # ffmpeg starts in __enter__ (or at the first write), not here: a Ctrl-C between the
+        # constructor and the `with` would otherwise leave a running encoder and its temp file.
+
+    def _start(self) -> None:
+        if self._proc is not None:
+            return
         try:
-            self.command = self._command()
             self._proc = ff.Process(self.command, stdin=subprocess.PIPE)
             self._thread = threading.Thread(target=self._pump, name="swapcli-encode", daemon=True)
             self._thread.start()
@@ -287,6 +293,7 @@ class VideoWriter:
         if frame.shape != (self.height, self.width, 3) or frame.dtype != np.uint8:
             raise ValueError(f"expected a uint8 frame of shape {(self.height, self.width, 3)}, "
                              f"got {frame.dtype} {frame.shape}")
+        self._start()
         if self._marker is not None:  # marked on the encoder thread; a copy: the caller may reuse its array
             self._put(np.array(frame, order="C", copy=True))
         else:
@@ -344,6 +351,8 @@ class VideoWriter:
         line = self._proc.error_line()
         self.abort()
         msg = f"encoding {self.path.name} failed (ffmpeg exit {rc}): {line}"
+        if rc in (-25, 153):  # SIGXFSZ: the file-size limit (ulimit -f) or a full quota stopped ffmpeg
+            return OutputError(f"cannot write {self.path}: file too large for this disk or limit (ffmpeg stopped)")
         if any(s in line for s in ("No space left", "Permission denied", "Read-only file system",
                                    "Disk quota")):
             return OutputError(msg)
@@ -392,6 +401,7 @@ class VideoWriter:
                 log.warning("could not remove temporary file %s: %s", tmp, exc)
 
     def __enter__(self) -> VideoWriter:
+        self._start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
