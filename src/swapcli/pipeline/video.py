@@ -140,6 +140,9 @@ def swap_video(
         result.frames_read = reader.frames_read
     result.frames_written = writer.frames_written
     result.notes = list(writer.notes)
+    if total and result.frames_read < total - 1:  # decoding stopped early: a cut or damaged file
+        result.notes.append(f"{target}: decoding ended after {result.frames_read} of {total} frames "
+                            "(truncated or damaged file?); the output stops there too")
     result.seconds = time.perf_counter() - started
     result.tracks = tracker.summary()
     return result
