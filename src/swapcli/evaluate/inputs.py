@@ -17,10 +17,10 @@ from swapcli.core.errors import InputError, NoFaceError, UsageError
 from swapcli.core.timing import Clock
 from swapcli.evaluate.metrics import mean_identity
 from swapcli.read.image import IMAGE_SUFFIXES, read_image
+from swapcli.read.kinds import VIDEO_SUFFIXES
 
 log = logging.getLogger("swapcli")
 
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm", ".mpg", ".mpeg", ".ts", ".mts")
 SAME_PERSON = 0.5  # ArcFace-MBF cosine above which a gallery identity is taken for the source person
 
 

@@ -17,8 +17,6 @@ from swapcli.mark.metadata import MetadataMark, read_image_mark, read_video_mark
 from swapcli.mark.watermark import NBITS, Detection
 from swapcli.read.video import VideoInfo
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mts", ".m2ts", ".ts",
-                            ".wmv", ".flv", ".3gp", ".mpg", ".mpeg", ".ogv"})
 DEFAULT_SAMPLES = 6
 
 
@@ -69,14 +67,9 @@ class FileReport:
 
 
 def _kind(path: Path) -> str:
-    from swapcli.read.image import IMAGE_SUFFIXES
+    from swapcli.read.kinds import media_kind
 
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return "image"
-    if suffix in VIDEO_SUFFIXES:
-        return "video"
-    return "unknown"
+    return media_kind(path) or "unknown"
 
 
 def verify_image(path: Path) -> FileReport:

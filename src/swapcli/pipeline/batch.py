@@ -52,15 +52,13 @@ from swapcli.core.errors import (
     UsageError,
 )
 from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
-from swapcli.read.image import IMAGE_SUFFIXES
+from swapcli.read.kinds import media_kind
 
 log = logging.getLogger("swapcli")
 
 MANIFEST_NAME = "swapcli-manifest.jsonl"
 DEFAULT_PATTERN = "{stem}_swapped{ext}"
 PATTERN_FIELDS = ("stem", "ext", "name", "parent")
-VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".m4v", ".avi", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
-                  ".ts", ".mts", ".m2ts", ".3gp")
 IMAGE_WRITABLE = (".jpg", ".jpeg", ".png", ".webp")  # write/image.py FORMATS
 VIDEO_WRITABLE = (".mp4", ".mov", ".mkv", ".m4v")  # write/video.py CONTAINERS
 VIDEO_KEPT = (".mov", ".mkv", ".m4v")  # other video inputs are written as .mp4
@@ -91,12 +89,7 @@ class Plan:
 
 
 def kind_of(path: Path) -> str:
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return "image"
-    if suffix in VIDEO_SUFFIXES:
-        return "video"
-    return "unsupported"
+    return media_kind(path) or "unsupported"
 
 
 def output_suffix(path: Path, kind: str) -> str:

@@ -8,6 +8,7 @@ footprint were never generated: `keep` hides them from the mask.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import cv2
@@ -48,6 +49,17 @@ def from_tensor(y: np.ndarray, norm: str) -> np.ndarray:
     return np.clip(x[..., ::-1] * 255.0, 0.0, 255.0)
 
 
+@lru_cache(maxsize=8)
+def _footprint(size: int) -> np.ndarray:
+    """1 inside a size x size crop, feathered at its edge (the same for every face: computed once)."""
+    edge = max(2, int(round(FOOTPRINT_EDGE * size)))
+    ones = np.zeros((size, size), np.float32)
+    ones[edge:-edge, edge:-edge] = 1.0
+    ones = cv2.GaussianBlur(ones, (0, 0), edge / 2.0)
+    ones.setflags(write=False)
+    return ones
+
+
 def paste_region(crop: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...]):
     """Warp a crop (float32, crop pixels) back to the frame, inside its footprint's box only.
 
@@ -64,11 +76,7 @@ def paste_region(crop: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...]):
     inv_roi[:, 2] -= (x0, y0)
     out_size = (x1 - x0, y1 - y0)
     image = cv2.warpAffine(crop, inv_roi, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    edge = max(2, int(round(FOOTPRINT_EDGE * size)))
-    ones = np.zeros((size, size), np.float32)
-    ones[edge:-edge, edge:-edge] = 1.0
-    ones = cv2.GaussianBlur(ones, (0, 0), edge / 2.0)
-    footprint = cv2.warpAffine(ones, inv_roi, out_size, flags=cv2.INTER_LINEAR, borderValue=0.0)
+    footprint = cv2.warpAffine(_footprint(size), inv_roi, out_size, flags=cv2.INTER_LINEAR, borderValue=0.0)
     return (x0, y0, x1, y1), image, footprint
 
 

@@ -46,15 +46,6 @@ def _spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def _installed(name: str, weights_dir: str | None) -> Path | None:
-    from swapcli.models.locate import locate
-
-    try:
-        return locate(name, weights_dir).path
-    except ModelError:
-        return None
-
-
 def _require(name: str, weights_dir: str | None, engine: str) -> Path:
     from swapcli.models.locate import locate
 
@@ -113,6 +104,8 @@ def _refuse_mobilefacenet(path: Path, engine: str) -> None:
 
 def auto_engine(options: EngineOptions) -> str:
     """The first engine of AUTO_ORDER whose registry files are all installed, else morph."""
+    from swapcli.models.locate import is_installed
+
     for engine in AUTO_ORDER:
         spec = MODELS.get(default_model(engine))
         if spec is None:
@@ -123,7 +116,7 @@ def auto_engine(options: EngineOptions) -> str:
 
             if importlib.util.find_spec("torch") is None:
                 continue
-        if all(_installed(n, options.weights_dir) for n in needed):
+        if all(is_installed(n, options.weights_dir) for n in needed):
             return engine
     return "morph"
 
