@@ -24,33 +24,74 @@ def _save(graph, path: Path, opset: int = 17) -> Path:
 
 
 def generator(path: Path, size: int = 128, mode: str = "identity", source_shape=(1, 512),
-              emap: bool = True, batch=1, seed: int = 0) -> Path:
+              emap: bool = True, batch=1, seed: int = 0, pin_batch: str | None = None,
+              source_term: float = 0.0) -> Path:
     """A generator with inswapper's I/O: `target` [B,3,S,S], `source` [B,512] -> `output` [B,3,S,S].
 
     mode 'identity' returns target; 'red' returns pure red (RGB channel 0 = the model's max
     in its [0,1] range) to catch a BGR/RGB swap. With emap, a 512x512 initializer comes last,
     as inswapper's emap does; the source is consumed (times zero) so it must be fed.
+
+    pin_batch makes the source path look like an exported static-batch graph (for the batch
+    rewrite); the output then gets a per-sample term, source_term * mean(that sample's
+    (projected) source), broadcast over its pixels (0 keeps the output equal to the base):
+      'reshape'  - Reshape(source, initializer [1,512,1,1]): the batch pinned at 1, as torch
+                   exports x.view(1, C, 1, 1); rewritable (the constant's 1 becomes 0);
+      'constant' - the same with the shape in a Constant node;
+      'flatten'  - Reshape(source, Concat([1], [-1])) then a mean over the features: with a
+                   batch > 1 it folds every sample into one row and mixes them, silently.
+                   Not rewritable: only the batch-vs-one-by-one check can catch it.
     """
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     b = batch if batch is not None else "B"
     nodes, inits = [], []
-    inits.append(numpy_helper.from_array(np.zeros((1,), np.float32), "zero"))
+    if pin_batch is None:
+        inits.append(numpy_helper.from_array(np.zeros((1,), np.float32), "zero"))
     if mode == "red":
         red = np.zeros((1, 3, size, size), np.float32)
         red[:, 0] = 1.0
         inits.append(numpy_helper.from_array(red, "red"))
+    if pin_batch is not None:
+        width = 512 if emap else int(np.prod(source_shape[1:]))
+        inits.append(numpy_helper.from_array(np.array([source_term], np.float32), "source_scale"))
+        if pin_batch == "reshape":
+            inits.append(numpy_helper.from_array(np.array([1, width, 1, 1], np.int64), "pin_shape"))
+        elif pin_batch == "flatten":
+            inits.append(numpy_helper.from_array(np.array([1], np.int64), "one"))
+            inits.append(numpy_helper.from_array(np.array([-1], np.int64), "minus_one"))
+            inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), "hw_axes"))
+        elif pin_batch != "constant":
+            raise ValueError(f"unknown pin_batch {pin_batch!r}")
     if emap:
         inits.append(numpy_helper.from_array(rng.standard_normal((512, 512)).astype(np.float32), "emap"))
         nodes.append(helper.make_node("MatMul", ["source", "emap"], ["projected"]))
         consumed = "projected"
     else:
         consumed = "source"
-    nodes.append(helper.make_node("ReduceSum", [consumed], ["ssum"], keepdims=0))
-    nodes.append(helper.make_node("Mul", ["ssum", "zero"], ["nothing"]))
     base = "target" if mode == "identity" else "red"
-    nodes.append(helper.make_node("Add", [base, "nothing"], ["output"]))
+    if pin_batch is None:
+        nodes.append(helper.make_node("ReduceSum", [consumed], ["ssum"], keepdims=0))
+        nodes.append(helper.make_node("Mul", ["ssum", "zero"], ["nothing"]))
+        nodes.append(helper.make_node("Add", [base, "nothing"], ["output"]))
+    else:
+        if emap is False and len(source_shape) > 2:
+            nodes.append(helper.make_node("Flatten", [consumed], ["flat_source"]))
+            consumed = "flat_source"
+        if pin_batch == "flatten":
+            nodes += [helper.make_node("Concat", ["one", "minus_one"], ["pin_shape"], axis=0),
+                      helper.make_node("Reshape", [consumed, "pin_shape"], ["rows"]),
+                      helper.make_node("ReduceMean", ["rows"], ["row_mean"], axes=[1], keepdims=1),
+                      helper.make_node("Unsqueeze", ["row_mean", "hw_axes"], ["mean"])]
+        else:
+            if pin_batch == "constant":
+                nodes.append(helper.make_node("Constant", [], ["pin_shape"], value=numpy_helper.from_array(
+                    np.array([1, width, 1, 1], np.int64), "pin_shape_value")))
+            nodes += [helper.make_node("Reshape", [consumed, "pin_shape"], ["style"], name="style_view"),
+                      helper.make_node("ReduceMean", ["style"], ["mean"], axes=[1], keepdims=1)]
+        nodes += [helper.make_node("Mul", ["mean", "source_scale"], ["term"]),
+                  helper.make_node("Add", [base, "term"], ["output"])]
     graph = helper.make_graph(
         nodes, "standin_generator",
         [helper.make_tensor_value_info("target", TensorProto.FLOAT, [b, 3, size, size]),

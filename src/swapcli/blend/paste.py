@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
 from swapcli.analyse.face import Face
-from swapcli.blend.ghost_mask import MaskParams, crop_scale, ghost_mask, outline_offset, params_for
+from swapcli.blend.ghost_mask import (
+    MaskParams,
+    crop_scale,
+    ghost_mask,
+    outline_offset,
+    params_for,
+)
+from swapcli.core.geometry import apply, invert
 from swapcli.swap.base import SwapResult
 
 
@@ -21,15 +28,40 @@ class BlendInfo:
         return {"offset": round(self.offset, 2), **self.params.to_json()}
 
 
-def generated_landmarks(result: SwapResult, target: Face, analyser) -> np.ndarray:
-    """106 points of the swapped face in ROI pixels (from the engine, else detected on it)."""
-    if result.landmarks is not None:
-        return result.landmarks
+def _probe(result: SwapResult, target: Face) -> tuple[np.ndarray, Face, np.ndarray]:
+    """Where to look for the generated face: the engine's aligned crop when there is one (no warp,
+    and it exists on the host even when paste-back runs on the GPU), else the ROI image.
+    Returns (image, face box there, 2x3 map from there to ROI pixels)."""
     x0, y0 = result.roi[:2]
-    shift = np.array([x0, y0], dtype=np.float32)
-    probe = Face(bbox=target.bbox - np.tile(shift, 2), score=target.score, kps=target.kps - shift)
-    image = np.clip(result.image, 0, 255).astype(np.uint8)
-    return analyser.landmarks(image, probe)
+    if result.crop is not None and result.matrix is not None:
+        crop = result.crop
+        if not isinstance(crop, np.ndarray):
+            crop = crop.float().cpu().numpy()
+        box = apply(result.matrix, np.array([[target.bbox[0], target.bbox[1]], [target.bbox[2], target.bbox[1]],
+                                             [target.bbox[2], target.bbox[3]], [target.bbox[0], target.bbox[3]]]))
+        face = Face(bbox=np.concatenate([box.min(0), box.max(0)]).astype(np.float32), score=target.score,
+                    kps=apply(result.matrix, target.kps).astype(np.float32))
+        back = invert(result.matrix)
+        back[:, 2] -= (x0, y0)
+        image = crop
+    else:
+        shift = np.array([x0, y0], dtype=np.float32)
+        face = Face(bbox=target.bbox - np.tile(shift, 2), score=target.score, kps=target.kps - shift)
+        back = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        image = result.image
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8), face, back
+
+
+def generated_landmarks(results: Sequence[SwapResult], targets: Sequence[Face], analyser) -> list[np.ndarray]:
+    """106 points of each swapped face in ROI pixels (from the engine, else detected on it, all in
+    one landmark-model call)."""
+    out: list[np.ndarray | None] = [r.landmarks for r in results]
+    todo = [i for i, pts in enumerate(out) if pts is None]
+    probes = [_probe(results[i], targets[i]) for i in todo]
+    found = analyser.landmarks_many([(image, face) for image, face, _ in probes])
+    for i, (_, _, back), pts in zip(todo, probes, found):
+        out[i] = apply(back, pts).astype(np.float32)
+    return out  # type: ignore[return-value]
 
 
 def blend(

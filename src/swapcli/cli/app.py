@@ -29,6 +29,7 @@ def image(
     enhance: Optional[str] = Opt.enhance,
     enhance_blend: float = Opt.enhance_blend,
     device: str = Opt.device,
+    paste: str = Opt.paste,
     weights_dir: Optional[Path] = Opt.weights_dir,
     no_mark: bool = Opt.no_mark,
     visible_label: Optional[str] = Opt.visible_label,
@@ -55,7 +56,7 @@ def image(
         out_path = output or default_output(target)
         source_paths = [source, *(extra_sources or [])]
         swapper = Swapper(engine_options(engine, device, weights_dir, det_size, model=model, embedder_model=embedder_model,
-                                          mix=mix, enhance=enhance, enhance_blend=enhance_blend))
+                                          mix=mix, enhance=enhance, enhance_blend=enhance_blend, paste=paste))
         select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size)
         from swapcli.select.faces import parse_faces
 
@@ -94,12 +95,14 @@ def video(
     enhance: Optional[str] = Opt.enhance,
     enhance_blend: float = Opt.enhance_blend,
     device: str = Opt.device,
+    paste: str = Opt.paste,
+    batch_frames: int = Opt.batch_frames,
     weights_dir: Optional[Path] = Opt.weights_dir,
     no_mark: bool = Opt.no_mark,
     visible_label: Optional[str] = Opt.visible_label,
     crf: int = typer.Option(18, "--crf", "--quality", min=0, max=51, help="x264/x265 constant rate factor (lower = better, 18 is visually lossless)."),
     preset: str = typer.Option("veryfast", "--preset", help="Encoder speed preset (ultrafast ... veryslow)."),
-    codec: str = typer.Option("libx264", "--codec", help="libx264, libx265, h264_nvenc or hevc_nvenc (when this ffmpeg has them)."),
+    codec: str = Opt.codec,
     fps: Optional[float] = typer.Option(None, "--fps", min=0.001, help="Resample to this constant frame rate on purpose (default: keep every input frame)."),
     start: Optional[float] = typer.Option(None, "--start", min=0.0, help="Process from this time (seconds); audio is cut the same way."),
     end: Optional[float] = typer.Option(None, "--end", min=0.0, help="Process up to this time (seconds)."),
@@ -131,30 +134,49 @@ def video(
         if not pairs and source is None:
             raise UsageError("give a SOURCE photo or at least one --map SRC=REF")
         out_path = output or default_output(target, ".mp4")
-        swapper = Swapper(engine_options(engine, device, weights_dir, det_size, model=model, embedder_model=embedder_model,
-                                          mix=mix, enhance=enhance, enhance_blend=enhance_blend))
-        if pairs:
-            groups = [swapper.load_sources([src]) for src, _ in pairs]
-            refs = [swapper.reference_embedding(ref) for _, ref in pairs]
-            inputs = [p for pair in pairs for p in pair]
-        else:
-            photos = [source, *(extra_sources or [])]
-            groups = [swapper.load_sources(photos)]
-            refs = [swapper.reference_embedding(reference)] if reference else None
-            inputs = [*photos, *([reference] if reference else [])]
+        from swapcli.pipeline.devices import parse_devices
+
+        devices = parse_devices(device)
+        engine_opts = engine_options(engine, devices[0], weights_dir, det_size, model=model,
+                                     embedder_model=embedder_model, mix=mix, enhance=enhance,
+                                     enhance_blend=enhance_blend, paste=paste)
         select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size)
         options = VideoOptions(crf=crf, preset=preset, codec=codec, fps=Fraction(fps).limit_denominator(1001) if fps else None,
-                               start=start, end=end)
-        with progress_bar(quiet, "swapping") as advance:
-            result = swap_video(swapper, groups, target, out_path, select, options, OutputOptions(overwrite=overwrite, mark=not no_mark, visible_label=visible_label),
-                                references=refs, inputs=inputs, progress=advance)
+                               start=start, end=end, batch=batch_frames)
+        out_opts = OutputOptions(overwrite=overwrite, mark=not no_mark, visible_label=visible_label)
+        if pairs:
+            photo_groups = [[src] for src, _ in pairs]
+            ref_paths = [ref for _, ref in pairs]
+            inputs = [p for pair in pairs for p in pair]
+        else:
+            photo_groups = [[source, *(extra_sources or [])]]
+            ref_paths = [reference] if reference else None
+            inputs = [*photo_groups[0], *([reference] if reference else [])]
+        if len(devices) > 1:  # one worker process per device, each swapping a part of the frames
+            from swapcli.cli.batch import _sigterm_interrupts
+            from swapcli.pipeline.devices import swap_video_split
+
+            _sigterm_interrupts()
+            with progress_bar(quiet, "swapping") as advance:
+                result = swap_video_split(engine_opts, devices, photo_groups, target, out_path, select, options,
+                                          out_opts, references=ref_paths, inputs=inputs, progress=advance)
+            engine_name, timings = result.split.engine, result.split.timings_ms
+        else:
+            swapper = Swapper(engine_opts)
+            groups = [swapper.load_sources(group) for group in photo_groups]
+            refs = [swapper.reference_embedding(ref) for ref in ref_paths] if ref_paths else None
+            with progress_bar(quiet, "swapping") as advance:
+                result = swap_video(swapper, groups, target, out_path, select, options, out_opts,
+                                    references=refs, inputs=inputs, progress=advance)
+            engine_name, timings = swapper.engine.name, swapper.clock.timings.to_json()
         for note in result.notes:
             log.warning(note)
         summary = result.to_json()
         log.info("%d frames (%d with a swapped face) in %.1f s (%.1f fps) -> %s", result.frames_written,
                  result.frames_swapped, result.seconds, summary["fps"] or 0, result.output)
         if json_out:
-            emit_json({"ok": True, **summary, "engine": swapper.engine.name, "timings_ms": swapper.clock.timings.to_json()})
+            extra = {"devices": result.split.segments} if len(devices) > 1 else {}
+            emit_json({"ok": True, **summary, "engine": engine_name, "timings_ms": timings, **extra})
         else:
             typer.echo(str(result.output))
 

@@ -22,7 +22,7 @@ def batch(
     output_dir: Path = typer.Option(..., "--output", "-o", help="Output folder (created if missing); outputs mirror each input folder's tree below it."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Also search subfolders of INPUT folders (and let '**' in patterns span folders)."),
     pattern: str = typer.Option("{stem}_swapped{ext}", "--pattern", help="Output file name; fields {stem}, {ext} (images keep their format, videos become .mp4 unless .mov/.mkv/.m4v), {name}, {parent}."),
-    workers: int = typer.Option(0, "--workers", "-j", min=0, max=64, help="Worker processes, each loading the models once (0 = auto: 1 on a GPU or up to 7 cores, else cores/4)."),
+    workers: int = typer.Option(0, "--workers", "-j", min=0, max=64, help="Worker processes, each loading the models once (0 = auto: 1 on a GPU or up to 7 cores, else cores/4; with a --device list at least one per device)."),
     files_from: Optional[str] = typer.Option(None, "--files-from", help="Also read INPUTs from this file, one per line ('-' = stdin); relative file paths keep their folders below OUTPUT."),
     shard: Optional[str] = typer.Option(None, "--shard", help="K/N: process only the K-th of N stable shards of the inputs (one machine or job each)."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest file (default OUTPUT/swapcli-manifest.jsonl, or swapcli-manifest.K-of-N.jsonl with --shard)."),
@@ -39,13 +39,15 @@ def batch(
     enhance: Optional[str] = Opt.enhance,
     enhance_blend: float = Opt.enhance_blend,
     device: str = Opt.device,
+    paste: str = Opt.paste,
+    batch_frames: int = Opt.batch_frames,
     weights_dir: Optional[Path] = Opt.weights_dir,
     no_mark: bool = Opt.no_mark,
     visible_label: Optional[str] = Opt.visible_label,
     quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality for images."),
     crf: int = typer.Option(18, "--crf", min=0, max=51, help="Video constant rate factor (lower = better)."),
     preset: str = typer.Option("veryfast", "--preset", help="Video encoder speed preset."),
-    codec: str = typer.Option("libx264", "--codec", help="Video codec: libx264, libx265, h264_nvenc, hevc_nvenc."),
+    codec: str = Opt.codec,
     det_size: int = Opt.det_size(640),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs already done and replace existing outputs (inputs are never overwritten)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary object on stdout instead of output paths."),
@@ -84,19 +86,26 @@ def _sigterm_interrupts() -> None:
 
 def _batch(*, source, inputs, output_dir, recursive, pattern, workers, files_from, shard, manifest, dry_run,
            extra_sources, faces, reference, threshold, min_face_size, engine, model, embedder_model, mix, enhance,
-           enhance_blend, device, weights_dir, no_mark, visible_label, quality, crf, preset, codec, det_size,
-           overwrite, json_out, quiet, debug) -> None:
+           enhance_blend, device, paste, batch_frames, weights_dir, no_mark, visible_label, quality, crf, preset,
+           codec, det_size, overwrite, json_out, quiet, debug) -> None:
     import logging
     import os
 
     from swapcli.cli.common import emit_json, log
-    from swapcli.core.errors import EXIT_INTERRUPTED, InputError, OutputError, UsageError
+    from swapcli.core.errors import (
+        EXIT_INTERRUPTED,
+        InputError,
+        OutputError,
+        UsageError,
+    )
     from swapcli.core.options import OutputOptions, SelectOptions
     from swapcli.pipeline import batch as pb
+    from swapcli.pipeline.devices import parse_devices
     from swapcli.pipeline.video import VideoOptions
     from swapcli.select.faces import parse_faces
 
     parse_faces(faces)
+    devices = parse_devices(device)
     shard_kn = pb.parse_shard(shard)
     names = list(inputs or [])
     listed = pb.read_list(files_from) if files_from else []
@@ -171,17 +180,20 @@ def _batch(*, source, inputs, output_dir, recursive, pattern, workers, files_fro
                 typer.echo(json.dumps(row, ensure_ascii=False))
         return
 
-    n_workers = workers or pb.default_workers(device)
+    n_workers = workers or pb.default_workers_for(devices)
     n_workers = max(1, min(n_workers, len(todo) or 1))
+    if len(devices) > 1 and n_workers < len(devices):
+        log.warning("--device %s: %d worker(s) use only %s", device, n_workers, ", ".join(devices[:n_workers]))
     settings = pb.BatchSettings(
         sources=tuple(str(p) for p in source_paths),
-        engine=engine_options(engine, device, weights_dir, det_size, model=model, embedder_model=embedder_model,
-                              mix=mix, enhance=enhance, enhance_blend=enhance_blend),
+        engine=engine_options(engine, devices[0], weights_dir, det_size, model=model, embedder_model=embedder_model,
+                              mix=mix, enhance=enhance, enhance_blend=enhance_blend, paste=paste),
         select=SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size),
         output=OutputOptions(overwrite=overwrite, quality=quality, mark=not no_mark, visible_label=visible_label),
-        video=VideoOptions(crf=crf, preset=preset, codec=codec),
+        video=VideoOptions(crf=crf, preset=preset, codec=codec, batch=batch_frames),
         reference=str(reference) if reference else None,
         log_level=logging.getLogger("swapcli").level,
+        devices=tuple(devices) if len(devices) > 1 else (),
     )
     total = len(plan.tasks) + len(plan.unsupported)
     ui = _Display(quiet, json_out, total)

@@ -55,7 +55,14 @@ class Opt:
     enhance_blend = typer.Option(0.8, "--enhance-blend", min=0.0, max=1.0, help="Share of the restored face in the result (with --enhance).")
     no_mark = typer.Option(False, "--no-mark", help="Do not mark the output as AI-generated (metadata and invisible watermark). Disclosure is then your duty (EU AI Act Art. 50).")
     visible_label = typer.Option(None, "--visible-label", help="Also draw this small visible label on the output (e.g. 'AI-generated').")
-    device = typer.Option("auto", "--device", help="auto, cpu or cuda (cuda fails loudly when unavailable).")
+    device = typer.Option("auto", "--device", help=(
+        "auto, cpu, cuda, cuda:N, tensorrt or tensorrt:N (cuda/tensorrt fail loudly when unavailable). "
+        "A comma list splits the work across devices on this machine, one worker process each: "
+        "cuda:0,1 (= cuda:0,cuda:1), tensorrt:0,1, or cpu,cpu. video: the frames in contiguous parts "
+        "(face tracks restart at each part), batch: the files across the workers."))
+    paste = typer.Option("auto", "--paste", help="Where faces are pasted back: cv2 on the CPU, torch on the model's device (auto: torch when the engine runs on CUDA).")
+    batch_frames = typer.Option(8, "--batch", min=1, help="Frames per batch: faces of N frames are generated in one model call (GPU throughput); 1 = frame by frame.")
+    codec = typer.Option("auto", "--codec", help="auto (h264_nvenc when an NVIDIA GPU and driver can encode, else libx264), libx264, libx265, h264_nvenc, hevc_nvenc")
     weights_dir = typer.Option(None, "--weights-dir", help="Folder to look in first for model files (also $SWAPCLI_WEIGHTS).")
     overwrite = typer.Option(False, "--overwrite", help="Replace OUTPUT if it exists (inputs are never overwritten).")
     json_out = typer.Option(False, "--json", help="Print one JSON result object on stdout.")
@@ -73,13 +80,21 @@ def default_output(target: Path, suffix: str | None = None) -> Path:
 
 def engine_options(engine: str, device: str, weights_dir: Path | None, det_size: int, *,
                    model: Path | None = None, embedder_model: Path | None = None, mix: float | None = None,
-                   enhance: str | None = None, enhance_blend: float = 0.8):
+                   enhance: str | None = None, enhance_blend: float = 0.8, paste: str = "auto"):
+    from swapcli.core.errors import UsageError
     from swapcli.core.options import EngineOptions
 
+    if paste not in PASTE_MODES:
+        raise UsageError(f"--paste '{paste}': choose from {', '.join(PASTE_MODES)}")
+    if "," in device:
+        raise UsageError(f"--device {device}: a device list splits video and batch work; give one device here")
     return EngineOptions(engine=engine, device=device, weights_dir=str(weights_dir) if weights_dir else None,
                          det_size=det_size, model=str(model) if model else None,
                          embedder_model=str(embedder_model) if embedder_model else None, mix=mix,
-                         enhance=enhance, enhance_blend=enhance_blend)
+                         enhance=enhance, enhance_blend=enhance_blend, paste=paste)
+
+
+PASTE_MODES = ("auto", "cv2", "torch")
 
 
 def parse_map(text: str) -> tuple[Path, Path]:

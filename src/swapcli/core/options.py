@@ -29,6 +29,7 @@ class EngineOptions:
     mix: float | None = None  # --mix T: slerp from the first source identity (0) to the others (1)
     enhance: str | None = None  # --enhance NAME: face restoration model run on the swapped crop
     enhance_blend: float = 0.8  # share of the restored crop in the result
+    paste: str = "auto"  # --paste: auto | cv2 (CPU) | torch (on the model's device)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import numpy as np
 
 from swapcli.analyse.face import Face
 from swapcli.core.errors import ModelError
+from swapcli.core.geometry import invert
 from swapcli.core.templates import align_matrix, warp_crop
 from swapcli.swap.base import SwapResult
 from swapcli.swap.crop import from_tensor, paste_region, to_tensor
@@ -46,8 +47,12 @@ class Restorer:
         self.amount = float(amount)
 
     def apply(self, result: SwapResult, target: Face) -> None:
-        """Restore the face in result.image (ROI pixels), in place."""
+        """Restore the swapped face in place: in the engine's crop when there is one (before
+        paste-back, wherever that runs), else in result.image (ROI pixels)."""
         if self.amount <= 0:
+            return
+        if result.crop is not None and result.matrix is not None:
+            self._apply_crop(result, target)
             return
         x0, y0 = result.roi[:2]
         kps = target.kps - np.array([x0, y0], dtype=np.float32)
@@ -60,3 +65,17 @@ class Restorer:
         region = result.image[ry0:ry1, rx0:rx1]
         weight = (self.amount * footprint)[..., None]
         region[...] = region * (1.0 - weight) + back * weight
+
+    def _apply_crop(self, result: SwapResult, target: Face) -> None:
+        face = np.asarray(result.crop, dtype=np.float32)
+        to_restore = align_matrix(target.kps, self.template, self.size)  # frame -> restorer crop
+        back = invert(result.matrix)  # engine crop -> frame
+        matrix = np.hstack([to_restore[:, :2] @ back[:, :2], (to_restore[:, :2] @ back[:, 2] + to_restore[:, 2])[:, None]])
+        crop = warp_crop(np.clip(face + 0.5, 0, 255).astype(np.uint8), matrix, self.size)
+        y = self.session.run(None, {self.input: to_tensor(crop[None], self.norm), **self.extra})[0]
+        restored = from_tensor(y, self.norm)[0]
+        (rx0, ry0, rx1, ry1), warped, footprint = paste_region(restored, matrix, face.shape)
+        region = face[ry0:ry1, rx0:rx1]
+        weight = (self.amount * footprint)[..., None]
+        region[...] = region * (1.0 - weight) + warped * weight
+        result.crop = face

@@ -462,6 +462,7 @@ class BatchSettings:
     video: Any  # pipeline.video.VideoOptions (imported lazily)
     reference: str | None = None
     log_level: int = logging.INFO
+    devices: tuple[str, ...] = ()  # --device list: worker i runs on devices[i % len(devices)]
 
 
 class Fatal(SwapcliError):
@@ -638,7 +639,8 @@ def _die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _init_worker(settings: BatchSettings, events: Any, threads: int, stop: Any = None) -> None:
+def _init_worker(settings: BatchSettings, events: Any, threads: int, stop: Any = None,
+                 counter: Any = None) -> None:
     global _WORKER, _INIT_ERROR, _EVENTS, _PARENT, _STOP_EVENT
     _PARENT = os.getppid()
     _EVENTS = events
@@ -652,9 +654,15 @@ def _init_worker(settings: BatchSettings, events: Any, threads: int, stop: Any =
     logger.handlers[:] = [_QueueLog()]
     logger.setLevel(settings.log_level)
     logger.propagate = False
-    if threads:  # share the cores: onnxruntime would otherwise start one thread per core in every worker
-        import dataclasses
+    import dataclasses
 
+    if settings.devices and counter is not None:  # --device list: the next device, round robin
+        with counter.get_lock():
+            slot = counter.value
+            counter.value += 1
+        settings = dataclasses.replace(settings, engine=dataclasses.replace(
+            settings.engine, device=settings.devices[slot % len(settings.devices)]))
+    if threads:  # share the cores: onnxruntime would otherwise start one thread per core in every worker
         settings = dataclasses.replace(settings, engine=dataclasses.replace(settings.engine, threads=threads))
         with contextlib.suppress(Exception):
             import cv2
@@ -723,7 +731,7 @@ def default_workers(device: str, cores: int | None = None) -> int:
     ffmpeg run on one core each), so give each worker about 4 cores.
     """
     cores = cores or cpu_count()
-    if device == "cuda":
+    if device == "cuda" or device.startswith(("cuda:", "tensorrt")):
         return 1
     if device == "auto":
         with contextlib.suppress(Exception):
@@ -732,6 +740,13 @@ def default_workers(device: str, cores: int | None = None) -> int:
             if "CUDAExecutionProvider" in providers_for("auto"):
                 return 1
     return max(1, min(8, cores // 4))
+
+
+def default_workers_for(devices: Sequence[str], cores: int | None = None) -> int:
+    """default_workers for a --device list: at least one worker per device (one device: unchanged)."""
+    if len(devices) == 1:
+        return default_workers(devices[0], cores)
+    return max(default_workers(devices[0], cores), len(devices))
 
 
 @dataclass
@@ -879,8 +894,9 @@ def _run_pool(settings: BatchSettings, tasks: Sequence[Task], manifest: Manifest
 
     stop = ctx.Event()
     since = time.time()
+    counter = ctx.Value("i", 0) if settings.devices else None  # which device the next worker takes
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(settings, events, threads, stop))
+                               initargs=(settings, events, threads, stop, counter))
     futures = {}
     try:
         with _ignore_sigint():  # workers spawn on the first submits: born deaf to Ctrl-C until

@@ -17,8 +17,18 @@ from swapcli.core.errors import NoFaceError
 from swapcli.core.options import EngineOptions
 from swapcli.core.timing import Clock
 from swapcli.read.image import read_image
-from swapcli.swap.base import SourceFace
-from swapcli.swap.engines import create_engine, create_restorer
+from swapcli.swap.base import SourceFace, SwapResult, swap_batch
+from swapcli.swap.crop import paste_back
+from swapcli.swap.engines import create_compositor, create_engine, create_restorer
+
+
+@dataclass
+class FaceJob:
+    """One face to swap in a frame, with its sources and (video) its track's mask rule."""
+
+    face: Face
+    sources: Sequence[SourceFace]
+    params: Callable[[float], MaskParams] | None = None
 
 
 @dataclass
@@ -41,10 +51,15 @@ class Swapper:
         self.engine = create_engine(self.options)
         self.restorer = create_restorer(self.options)
         self.clock = clock or Clock()
+        self.compositor = create_compositor(self.options, self.engine, self.restorer)
 
     def detect(self, image: np.ndarray) -> list[Face]:
         with self.clock("detect"):
             return self.analyser.detect(image)
+
+    def detect_many(self, images: list[np.ndarray]) -> list[list[Face]]:
+        with self.clock("detect"):
+            return self.analyser.detect_many(images)
 
     def landmarks(self, image: np.ndarray, face: Face) -> np.ndarray:
         with self.clock("landmarks"):
@@ -95,26 +110,56 @@ class Swapper:
         sources: Sequence[SourceFace],
         params: Callable[[float], MaskParams] | None = None,
     ) -> list[FaceReport]:
-        """Swap several faces of one frame in place. Engines that batch generate them in one
-        call, all from the untouched frame; each is then restored, measured and blended."""
-        for face in faces:
-            if face.landmarks is None:
-                self.landmarks(frame, face)
+        """Swap several faces of one frame in place (see swap_frames)."""
+        return self.swap_frames([(frame, [FaceJob(face, sources, params) for face in faces])])[0]
+
+    def swap_frames(self, frames: Sequence[tuple[np.ndarray, Sequence[FaceJob]]]) -> list[list[FaceReport]]:
+        """Swap the faces of a batch of frames, in place, with as few model calls as possible.
+
+        Every face is generated from its untouched frame first (crop engines batch all of them
+        into one generator call), then restored, measured and blended, frame by frame. The
+        output equals swapping frame by frame: a batch only changes how work is grouped.
+        """
+        pairs = [(frame, job.face) for frame, jobs in frames for job in jobs if job.face.landmarks is None]
+        if pairs:
+            with self.clock("landmarks"):
+                self.analyser.landmarks_many(pairs)
+        items = [(frame, job.face, job.sources) for frame, jobs in frames for job in jobs]
+        if not items:
+            return [[] for _ in frames]
         with self.clock("swap"):
-            if len(faces) > 1 and hasattr(self.engine, "swap_many"):
-                results = self.engine.swap_many(frame, faces, sources)
-            else:
-                results = [self.engine.swap(frame, face, sources) for face in faces]
-        reports = []
-        for face, result in zip(faces, results):
-            if self.restorer is not None:
-                with self.clock("enhance"):
+            results = swap_batch(self.engine, items)
+        if self.restorer is not None:
+            with self.clock("enhance"):
+                for result, (_, face, _) in zip(results, items):
                     self.restorer.apply(result, face)
-            generated = result.landmarks
-            if generated is None:
-                with self.clock("landmarks"):
-                    generated = generated_landmarks(result, face, self.analyser)
+        with self.clock("landmarks"):
+            generated = generated_landmarks(results, [face for _, face, _ in items], self.analyser)
+        if self.compositor is None:
             with self.clock("blend"):
-                info = blend(frame, face, result, generated, params)
-            reports.append(FaceReport(face, info, result.info))
+                for result, (frame, _, _) in zip(results, items):
+                    paste_back(result, frame.shape)
+        reports: list[list[FaceReport]] = []
+        k = 0
+        with self.clock("blend"):
+            for frame, jobs in frames:
+                done = []
+                on_device = self.compositor.upload(frame) if self.compositor is not None and jobs else None
+                for job in jobs:
+                    result, points = results[k], generated[k]
+                    k += 1
+                    if on_device is not None:
+                        info = self._paste_on_device(on_device, job, result, points)
+                    else:
+                        info = blend(frame, job.face, result, points, job.params)
+                    done.append(FaceReport(job.face, info, result.info))
+                if on_device is not None:
+                    frame[...] = self.compositor.download(on_device)
+                reports.append(done)
         return reports
+
+    def _paste_on_device(self, frame_t, job: FaceJob, result: SwapResult, generated: np.ndarray) -> BlendInfo:
+        shift = np.array(result.roi[:2], dtype=np.float32)
+        offset, chosen = self.compositor.paste(frame_t, result.crop, result.matrix, job.face.landmarks,
+                                               generated + shift, job.face.kps, job.params)
+        return BlendInfo(offset, chosen)

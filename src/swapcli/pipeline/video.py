@@ -5,6 +5,11 @@ processes, fed by bounded queues), so memory stays flat whatever the length
 and the two cores stay busy. Selection is per track (select/tracking.py), so
 a person keeps being swapped through a missed detection and a passer-by is
 not swapped for a frame.
+
+Frames are analysed and tracked one by one (tracking is sequential), then
+their faces are swapped `batch` frames at a time: one generator call for the
+faces of all those frames, which is what keeps a GPU busy. The output is the
+same as frame by frame; only the grouping of model calls changes.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 
 from swapcli.core.errors import UsageError
 from swapcli.core.options import OutputOptions, SelectOptions
-from swapcli.pipeline.swapper import Swapper
+from swapcli.pipeline.swapper import FaceJob, Swapper
 from swapcli.read.video import FrameReader, probe
 from swapcli.select.faces import parse_faces
 from swapcli.swap.base import SourceFace
@@ -36,6 +41,9 @@ class VideoOptions:
     fps: Fraction | None = None  # resample on purpose; None keeps every input frame
     start: float | None = None
     end: float | None = None
+    batch: int = 8  # frames whose faces go through the models together (GPU throughput)
+    # Frames [a, b) only, as a video-only segment (no audio): one share of a --device list.
+    frame_range: tuple[int, int] | None = None
 
 
 @dataclass
@@ -106,41 +114,65 @@ def swap_video(
         threshold=select.threshold,
         max_misses=max(4, round(0.4 * float(fps))),  # hold a vanished 'largest' face ~0.4 s
     )
+    first, stop = video.frame_range or (0, None)
+    if video.batch < 1:
+        raise UsageError(f"--batch must be at least 1, got {video.batch}")
     with reader, VideoWriter(output, info.width, info.height, fps, codec=video.codec, crf=video.crf,
-                             preset=video.preset, audio_source=info, start=video.start, end=video.end,
-                             sar=info.sar, mark=out.mark, visible_label=out.visible_label) as writer:
+                             preset=video.preset, audio_source=None if video.frame_range else info,
+                             start=video.start, end=video.end, sar=info.sar, mark=out.mark,
+                             visible_label=out.visible_label) as writer:
         total = reader.expected_frames
-        index = 0
-        while True:
-            with clock("decode"):
-                frame = reader.read()
-            if frame is None:
-                break
-            t = float(index / fps)  # frames come without pts; VFR is spaced at the average rate
-            faces = [f for f in swapper.detect(frame) if f.size >= select.min_size]
-            with clock("track"):
-                tracked = tracker.update(
-                    faces, t,
-                    embed=lambda f, img=frame: swapper.embed(img, f),
-                    landmarks=lambda f, img=frame: swapper.landmarks(img, f),
-                )
-            swapped = 0
-            for item in tracked:
-                group = sources[item.track.assigned or 0] if many else sources[0]
-                swapper.swap_face(frame, item.face, group, params=item.track.mask_params)
-                swapped += 1
-                result.bridged += int(item.bridged)
-            result.faces_per_frame.append(swapped)
-            result.frames_swapped += int(swapped > 0)
-            with clock("encode"):
-                writer.write(frame)
-            index += 1
-            if progress is not None:
-                progress(index, total)
+        if total is not None and video.frame_range:
+            total = max(0, min(total, stop if stop is not None else total) - first)
+        pending: list[tuple[np.ndarray, list[FaceJob], int]] = []
+
+        def flush() -> None:
+            swapper.swap_frames([(frame, jobs) for frame, jobs, _ in pending])
+            for frame, jobs, bridged in pending:
+                result.faces_per_frame.append(len(jobs))
+                result.frames_swapped += int(bool(jobs))
+                result.bridged += bridged
+                with clock("encode"):
+                    writer.write(frame)
+                if progress is not None:
+                    progress(len(result.faces_per_frame), total)
+            pending.clear()
+
+        index = -1
+        ended = False
+        while not ended:
+            frames: list[tuple[int, np.ndarray]] = []
+            while len(frames) < video.batch and (stop is None or index + 1 < stop):
+                with clock("decode"):
+                    frame = reader.read()
+                if frame is None:
+                    ended = True
+                    break
+                index += 1
+                if index >= first:
+                    frames.append((index, frame))
+            else:
+                ended = stop is not None and index + 1 >= stop
+            if not frames:
+                continue
+            detected = swapper.detect_many([frame for _, frame in frames])
+            for (i, frame), found in zip(frames, detected):
+                t = float(i / fps)  # frames come without pts; VFR is spaced at the average rate
+                faces = [f for f in found if f.size >= select.min_size]
+                with clock("track"):
+                    tracked = tracker.update(
+                        faces, t,
+                        embed=lambda f, img=frame: swapper.embed(img, f),
+                        landmarks=lambda f, img=frame: swapper.landmarks(img, f),
+                    )
+                jobs = [FaceJob(item.face, sources[item.track.assigned or 0] if many else sources[0],
+                                item.track.mask_params_at(t)) for item in tracked]
+                pending.append((frame, jobs, sum(int(item.bridged) for item in tracked)))
+            flush()
         result.frames_read = reader.frames_read
     result.frames_written = writer.frames_written
     result.notes = list(writer.notes)
-    if total and result.frames_read < total - 1:  # decoding stopped early: a cut or damaged file
+    if total and not video.frame_range and result.frames_read < total - 1:  # decoding stopped early: a cut or damaged file
         result.notes.append(f"{target}: decoding ended after {result.frames_read} of {total} frames "
                             "(truncated or damaged file?); the output stops there too")
     result.seconds = time.perf_counter() - started

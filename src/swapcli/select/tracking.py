@@ -334,6 +334,17 @@ class Track:
             self.mask.update(offset, self.frame_t)
         return self.mask.params()
 
+    def mask_params_at(self, t: float) -> Callable[[float | None], MaskParams | None]:
+        """``mask_params`` for the frame at time ``t``, for a blend that runs later (batched
+        video: the track has moved on by then; the offset must still count at ``t``)."""
+
+        def params(offset: float | None = None) -> MaskParams | None:
+            if offset is not None:
+                self.mask.update(offset, t)
+            return self.mask.params()
+
+        return params
+
     def update_mask(self, offset: float, t: float | None = None) -> float:
         """Feed a raw outline offset after the fact (when the blend took fixed ``MaskParams``)."""
         return self.mask.update(offset, self.frame_t if t is None else t)

@@ -17,7 +17,7 @@ import numpy as np
 from swapcli.analyse.face import Face
 from swapcli.core.geometry import apply, invert
 from swapcli.core.templates import align_matrix, warp_crop
-from swapcli.swap.base import SourceFace, SwapResult
+from swapcli.swap.base import SourceFace, SwapItem, SwapResult
 from swapcli.swap.identity import combine
 
 FOOTPRINT_EDGE = 0.03  # feather the crop footprint over this share of the crop side
@@ -60,12 +60,8 @@ def _footprint(size: int) -> np.ndarray:
     return ones
 
 
-def paste_region(crop: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...]):
-    """Warp a crop (float32, crop pixels) back to the frame, inside its footprint's box only.
-
-    Returns (roi, image, footprint): footprint is 1 inside the crop, feathered at its edge.
-    """
-    size = crop.shape[0]
+def roi_of(matrix: np.ndarray, size: int, shape: tuple[int, ...]):
+    """The frame box (x0, y0, x1, y1) covered by a size x size crop, and the crop -> ROI affine."""
     inv = invert(matrix)
     corners = apply(inv, np.array([[0, 0], [size, 0], [size, size], [0, size]], dtype=np.float64))
     h, w = shape[:2]
@@ -74,10 +70,21 @@ def paste_region(crop: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...]):
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
     inv_roi = inv.copy()
     inv_roi[:, 2] -= (x0, y0)
+    return (int(x0), int(y0), int(x1), int(y1)), inv_roi
+
+
+def paste_region(crop: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...]):
+    """Warp a crop (float32, crop pixels) back to the frame, inside its footprint's box only.
+
+    Returns (roi, image, footprint): footprint is 1 inside the crop, feathered at its edge.
+    """
+    size = crop.shape[0]
+    roi, inv_roi = roi_of(matrix, size, shape)
+    x0, y0, x1, y1 = roi
     out_size = (x1 - x0, y1 - y0)
     image = cv2.warpAffine(crop, inv_roi, out_size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     footprint = cv2.warpAffine(_footprint(size), inv_roi, out_size, flags=cv2.INTER_LINEAR, borderValue=0.0)
-    return (x0, y0, x1, y1), image, footprint
+    return roi, image, footprint
 
 
 class CropEngine:
@@ -88,6 +95,7 @@ class CropEngine:
     uses_embedding = False  # the analyser's MobileFaceNet is not their identity space
     template = "arcface_128"
     size = 128
+    max_batch = 32  # crops per generator call: bounds GPU memory whatever the batch of frames
 
     def __init__(self, embedder, mix: float | None = None) -> None:
         self.embedder = embedder  # has .embed(image, kps) -> raw vector; None for image-driven engines
@@ -119,17 +127,30 @@ class CropEngine:
 
     # -- the engine protocol ---------------------------------------------
     def swap(self, frame: np.ndarray, target: Face, sources: Sequence[SourceFace]) -> SwapResult:
-        return self.swap_many(frame, [target], sources)[0]
+        return self.swap_batch([(frame, target, sources)])[0]
 
     def swap_many(self, frame: np.ndarray, targets: Sequence[Face], sources: Sequence[SourceFace]) -> list[SwapResult]:
-        """All faces of a frame in one generator call (where the graph's batch allows)."""
-        matrices = [align_matrix(t.kps, self.template, self.size) for t in targets]
-        crops = np.stack([warp_crop(frame, m, self.size) for m in matrices])
-        latent = self.latent(sources)
-        generated = self.generate(crops, np.repeat(latent[None], len(targets), axis=0))
-        results = []
-        for face, matrix in zip(generated, matrices):
-            roi, image, footprint = paste_region(face, matrix, frame.shape)
-            results.append(SwapResult(roi=roi, image=image, keep=1.0 - footprint,
-                                      info={"engine": self.name, "crop": self.size}))
-        return results
+        return self.swap_batch([(frame, t, sources) for t in targets])
+
+    def swap_batch(self, items: Sequence[SwapItem]) -> list[SwapResult]:
+        """Faces of many frames in as few generator calls as the graph allows, each cropped from
+        its own untouched frame. Results hold the generated crop; paste-back is the caller's
+        (on the host with `paste_back`, or on the model's device)."""
+        if not items:
+            return []
+        matrices = [align_matrix(face.kps, self.template, self.size) for _, face, _ in items]
+        crops = np.stack([warp_crop(frame, m, self.size) for (frame, _, _), m in zip(items, matrices)])
+        latents = np.stack([self.latent(sources) for _, _, sources in items])
+        generated = np.concatenate([self.generate(crops[i:i + self.max_batch], latents[i:i + self.max_batch])
+                                    for i in range(0, len(items), self.max_batch)])
+        return [SwapResult(roi=roi_of(matrix, self.size, frame.shape)[0], image=None, crop=face, matrix=matrix,
+                           info={"engine": self.name, "crop": self.size})
+                for (frame, _, _), face, matrix in zip(items, generated, matrices)]
+
+
+def paste_back(result: SwapResult, shape: tuple[int, ...]) -> SwapResult:
+    """Fill a crop result's ROI image and keep-mask on the host (the cv2 paste path)."""
+    if result.image is None:
+        result.roi, result.image, footprint = paste_region(np.asarray(result.crop, np.float32), result.matrix, shape)
+        result.keep = 1.0 - footprint
+    return result

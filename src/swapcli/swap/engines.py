@@ -175,3 +175,48 @@ def create_restorer(options: EngineOptions):
         return Restorer(_user_file(value, "restorer"), amount=options.enhance_blend, device=options.device,
                         threads=options.threads, name=Path(value).stem)
     raise UsageError(f"--enhance takes {', '.join(ENHANCERS)} or a restorer .onnx file, not '{value}'")
+
+
+def create_compositor(options: EngineOptions, engine, restorer=None):
+    """Where faces are pasted back (--paste): None = cv2 on the host; else a TorchCompositor on
+    the model's device. auto picks torch only when the engine runs on CUDA and torch sees it,
+    since on the CPU cv2's paste is as fast and needs no tensors."""
+    from swapcli.swap.crop import CropEngine
+
+    mode = options.paste
+    if mode == "cv2":
+        return None
+    if not isinstance(engine, CropEngine):
+        if mode == "torch":
+            raise UsageError(f"--paste torch needs a neural engine; {engine.name} pastes on the host")
+        return None
+    from swapcli.swap.torch_device import torch_device
+
+    if mode == "auto":
+        device = engine_device(engine, options.device)
+        if device is None:
+            return None
+    else:
+        device = torch_device(options.device if options.device != "auto" else "cpu")
+    from swapcli.blend.torch_paste import TorchCompositor
+
+    return TorchCompositor(device)
+
+
+def engine_device(engine, device: str):
+    """The torch CUDA device an engine's model runs on, or None (CPU, or torch has no CUDA)."""
+    on_cuda = getattr(getattr(engine, "device", None), "type", None) == "cuda"
+    session = getattr(engine, "session", None)
+    if session is not None:
+        on_cuda = "CUDAExecutionProvider" in session.get_providers() or \
+            "TensorrtExecutionProvider" in session.get_providers()
+    if not on_cuda:
+        return None
+    try:
+        import torch
+    except ImportError:
+        return None
+    if not torch.cuda.is_available():
+        return None
+    index = device.split(":", 1)[1] if device.startswith(("cuda:", "tensorrt:")) else "0"
+    return torch.device(f"cuda:{index}")

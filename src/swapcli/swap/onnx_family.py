@@ -9,6 +9,8 @@ is shared with the other engines.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +22,8 @@ from swapcli.core.templates import align_matrix, warp_crop
 from swapcli.swap.base import SourceFace
 from swapcli.swap.crop import CropEngine, to_tensor
 from swapcli.swap.identity import normed
+
+log = logging.getLogger("swapcli")
 
 # How each engine turns the source into its `source` input.
 LATENT_RULES = {
@@ -55,13 +59,11 @@ class GeneratorConfig:
         return LATENT_RULES[self.engine]
 
 
-def read_emap(path: str | Path) -> np.ndarray:
-    """inswapper's identity projection: the graph's last initializer, 512x512."""
-    import onnx
+def emap_from_graph(graph, path: str | Path) -> np.ndarray:
+    """inswapper's identity projection from a loaded graph: its last initializer, 512x512."""
     from onnx import numpy_helper
 
     try:
-        graph = onnx.load(str(path)).graph
         emap = numpy_helper.to_array(graph.initializer[-1])
     except Exception as exc:
         raise ModelError(f"cannot read inswapper's emap from {path}: {str(exc).splitlines()[0]}") from exc
@@ -70,10 +72,46 @@ def read_emap(path: str | Path) -> np.ndarray:
     return emap.astype(np.float32)
 
 
+def read_emap(path: str | Path) -> np.ndarray:
+    """inswapper's identity projection: the graph's last initializer, 512x512 (loads the file)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as exc:
+        raise ModelError(f"cannot read inswapper's emap from {path}: {str(exc).splitlines()[0]}") from exc
+    return emap_from_graph(graph, path)
+
+
+def _graph_inputs(model) -> dict[str, list]:
+    """Graph inputs that are not initializers -> their dims (int, or the symbolic name / None)."""
+    inits = {i.name for i in model.graph.initializer}
+    out = {}
+    for item in model.graph.input:
+        if item.name in inits:
+            continue
+        dims = []
+        for d in item.type.tensor_type.shape.dim:
+            dims.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None))
+        out[item.name] = dims
+    return out
+
+
 class OnnxGenerator(CropEngine):
+    """An ONNX generator. The file is parsed once (onnx.load): emap comes from that parse,
+    and a graph exported with a static batch of 1 (inswapper's) is rewritten to take a
+    batch (core/onnx_batch), checked once at load against one-by-one runs, and run in
+    batches of up to `max_batch` crops; a graph that fails the check keeps its original
+    form and runs face by face (`batched` says which)."""
+
+    # batch vs one by one, relative to the output's range, by the session's first provider: on
+    # the CPU the same kernels run either way; cuDNN may pick other algorithms (TF32) for another
+    # batch size, and TensorRT runs in fp16. Samples mixed by a bad rewrite differ far more.
+    verify_rtol = {"CPUExecutionProvider": 1e-4, "CUDAExecutionProvider": 1e-3, "TensorrtExecutionProvider": 2e-2}
+
     def __init__(self, config: GeneratorConfig, path: str | Path, embedder=None, converter=None,
                  device: str = "auto", threads: int = 0, mix: float | None = None) -> None:
-        from swapcli.core.onnx import create_session
+        import onnx
 
         if config.latent == "image" and mix is not None:
             raise UsageError(f"--mix needs an embedding engine; {config.engine} takes the source photo itself")
@@ -81,20 +119,112 @@ class OnnxGenerator(CropEngine):
         self.name = config.engine
         self.config = config
         self.template = config.template
-        self.session = create_session(path, device, threads)
-        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        self.converter = converter
+        if config.latent in ("converted", "converted_normed") and converter is None:
+            raise ModelError(f"{config.engine} needs its crossface converter model")
+        try:
+            model = onnx.load(str(path))
+        except Exception as exc:  # protobuf and OS errors for a bad or truncated file
+            raise ModelError(f"cannot load ONNX model {path}: {str(exc).strip().splitlines()[0]}") from exc
+        inputs = _graph_inputs(model)
         if set(inputs) != {"target", "source"}:
             raise ModelError(f"{Path(path).name} is not a {config.engine} generator: inputs {sorted(inputs)}, "
                              "expected 'source' and 'target'")
-        shape = inputs["target"]
+        self.emap = emap_from_graph(model.graph, path) if config.latent == "emap" else None
+        self.batch_check = None  # the load-time BatchCheck when the graph was rewritten
+        self.batch_changes: list[str] = []
+        static_one = bool(inputs["target"]) and inputs["target"][0] == 1
+        self.session = self._batched_session(model, path, device, threads) if static_one else None
+        del model  # the weights live in the session now; the parse is not kept
+        if self.session is None:
+            from swapcli.core.onnx import create_session
+
+            self.session = create_session(path, device, threads)
+        session_inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        shape = session_inputs["target"]
         self.size = shape[2] if isinstance(shape[2], int) else config.size
         self.batched = not (isinstance(shape[0], int) and shape[0] == 1)
-        self.source_shape = inputs["source"]
+        self.source_shape = session_inputs["source"]
         self.output = self.session.get_outputs()[0].name
-        self.converter = converter
-        self.emap = read_emap(path) if config.latent == "emap" else None
-        if config.latent in ("converted", "converted_normed") and converter is None:
-            raise ModelError(f"{config.engine} needs its crossface converter model")
+
+    # -- batching ---------------------------------------------------------
+    def _batched_session(self, model, path: str | Path, device: str, threads: int):
+        """A session on the batch-rewritten graph, or None (then the caller loads the original file).
+
+        Consumes `model` (edited in place: no second copy of the weights). Errors that are
+        the user's to fix (--device asked for a GPU that is not there) are raised as usual;
+        anything that goes wrong with the rewrite itself means the per-face loop.
+        """
+        from swapcli.core.device import providers_for
+        from swapcli.core.onnx import create_session
+        from swapcli.core.onnx_batch import make_batch_dynamic, verify_batching
+
+        name = Path(path).name
+        providers_for(device)  # a missing GPU is a loud error, not a reason to fall back
+        inputs = _graph_inputs(model)
+        try:
+            start = time.perf_counter()
+            model, changes = make_batch_dynamic(model, inplace=True)
+            data = model.SerializeToString()
+            rewrite_s = time.perf_counter() - start
+            model.Clear()  # the caller's reference too: drop the weights before the session copies them
+            session = create_session(data, device, threads, name=f"{name} (batch-rewritten)",
+                                     trt_profile=self._trt_profile(inputs))
+            del data
+        except ModelError as exc:
+            if "failed to load" in str(exc):  # the GPU provider itself: the original file would fail the same way
+                raise
+            log.info("%s: batch rewrite failed (%s); running face by face", name, exc)
+            return None
+        except Exception as exc:  # onnx / protobuf errors (a model over 2 GB cannot be serialised)
+            log.info("%s: batch rewrite failed (%s: %s); running face by face", name, type(exc).__name__,
+                     str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            return None
+        inputs = {i.name: i.shape for i in session.get_inputs()}
+        rtol = self.verify_rtol.get(session.get_providers()[0], max(self.verify_rtol.values()))
+        check = verify_batching(session, lambda n, rng: self._probe_feeds(inputs, n, rng),
+                                session.get_outputs()[0].name, n=2, rtol=rtol)
+        self.batch_check = check
+        self.batch_changes = changes
+        if not check:
+            log.info("%s: the batch-rewritten graph does not batch (%s); running face by face",
+                     name, check.describe())
+            return None
+        log.debug("%s: batch of 1 rewritten to a dynamic batch in %.0f ms (%s); verified: %s",
+                  name, rewrite_s * 1000, "; ".join(changes), check.describe())
+        return session
+
+    def _trt_profile(self, inputs: dict) -> dict | None:
+        """Batch 1..max_batch for TensorRT (the other dims as the graph fixes them)."""
+        shapes = {}
+        for name, dims in inputs.items():
+            if not dims or not all(isinstance(d, int) and d > 0 for d in dims[1:]):
+                return None  # a dim other than the batch is free: let TensorRT pick its profile
+            shapes[name] = tuple([b, *dims[1:]] for b in (1, self.max_batch, self.max_batch))
+        return shapes
+
+    def _probe_feeds(self, inputs: dict, n: int, rng: np.random.Generator) -> dict:
+        """n distinct, realistic samples for the load-time check: crops in the model's pixel range,
+        sources shaped like what source_latent feeds."""
+        def dims(shape, fallback):
+            return [n] + [d if isinstance(d, int) else f for d, f in zip(shape[1:], fallback)]
+
+        size = self.config.size
+        crops = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+        target_shape = dims(inputs["target"], (3, size, size))
+        if target_shape[2:] != [size, size]:
+            crops = rng.integers(0, 256, (n, target_shape[2], target_shape[3], 3), dtype=np.uint8)
+        target = to_tensor(crops, self.config.norm)
+        rule = self.config.latent
+        if rule == "image":
+            shape = dims(inputs["source"], (3, size, size))
+            source = rng.random(shape, dtype=np.float32)
+        else:
+            shape = dims(inputs["source"], (512,))
+            source = rng.standard_normal(shape).astype(np.float32)
+            if rule != "converted":  # every rule but ghost's feeds a unit vector
+                source /= np.linalg.norm(source.reshape(n, -1), axis=1).reshape([n] + [1] * (source.ndim - 1))
+        return {"target": target, "source": source}
 
     def source_latent(self, sources: Sequence[SourceFace]) -> np.ndarray:
         rule = self.config.latent
@@ -113,13 +243,13 @@ class OnnxGenerator(CropEngine):
         return (normed(converted) if rule == "converted_normed" else converted).astype(np.float32)
 
     def generate(self, crops: np.ndarray, latents: np.ndarray) -> np.ndarray:
+        from swapcli.core.onnx import run_bound
         from swapcli.swap.crop import from_tensor
 
         x = to_tensor(crops, self.config.norm)
-        latents = latents.astype(np.float32)
-        if self.batched:
-            y = self.session.run([self.output], {"target": x, "source": latents})[0]
-        else:  # inswapper's published graph has a static batch of 1
-            y = np.concatenate([self.session.run([self.output], {"target": x[i:i + 1], "source": latents[i:i + 1]})[0]
-                                for i in range(len(x))])
+        latents = np.ascontiguousarray(latents, dtype=np.float32)
+        step = max(1, self.max_batch) if self.batched else 1  # a static batch of 1 runs face by face
+        y = np.concatenate([run_bound(self.session, {"target": x[i:i + step], "source": latents[i:i + step]},
+                                      self.output)
+                            for i in range(0, len(x), step)])
         return from_tensor(y, self.config.norm)
