@@ -16,12 +16,14 @@ def format_text(r: dict) -> str:
         f"clip        {clip['width']}x{clip['height']} {clip['fps']} fps, {r['frames_written']} frames, "
         f"{clip['faces']} face(s) of ~{', '.join(map(str, clip['face_px']))} px; {clip['codec']} {clip['preset']} "
         f"crf {clip['crf']}",
-        f"engine      {r['engine']} on {', '.join(r['providers']) or r['device']}, detector {r['det_size']} px",
+        f"engine      {r['engine']} on {', '.join(r['providers']) or r['device']}, detector {r['det_size']} px, "
+        f"batch {r['batch']} frames, paste-back on {r['paste']}",
         f"swapcli     {r['fps']} fps ({r['seconds']} s; models {r['setup_s']} s, start {r['startup_s']} s; "
         f"end to end {r['fps_end_to_end']} fps)",
         f"plain       {r['plain_ffmpeg']['fps']} fps ffmpeg decode + encode ({r['plain_ffmpeg']['seconds']} s)",
         f"ratio       {r['ratio']}x the plain transcode ({r['ratio_end_to_end']}x end to end)",
-        "per frame   " + ", ".join(f"{k} {v}" for k, v in r["stages_ms_per_frame"].items()) + " ms",
+        "per frame   " + ", ".join(f"{k} {v}" for k, v in r["stages_ms_per_frame"].items()) + " ms"
+        + f" (overlapped {round(r['overlapped_ms'] / max(r['frames_written'], 1), 2)} ms)",
         "ffmpeg cpu  " + ", ".join(f"{k} {v}" for k, v in r["ffmpeg_cpu_ms_per_frame"].items()) + " ms per frame",
         "peak RSS    " + ", ".join(f"{k} {v}" for k, v in r["peak_rss_mb"].items()) + " MB"
         + f" (plain ffmpeg {r['plain_ffmpeg']['peak_rss_mb']} MB)",
@@ -41,6 +43,9 @@ def bench(
     embedder_model: Optional[Path] = Opt.embedder_model,
     enhance: Optional[str] = Opt.enhance,
     device: str = Opt.device,
+    paste: str = Opt.paste,
+    batch_frames: int = Opt.batch_frames,
+    codec: str = Opt.codec,
     weights_dir: Optional[Path] = Opt.weights_dir,
     det_size: int = Opt.det_size(480),
     resolution: str = typer.Option("720p", "--resolution", help="Clip size: 480p, 720p or 1080p."),
@@ -62,9 +67,10 @@ def bench(
         from swapcli.evaluate.bench import BenchOptions, run_bench
 
         options = engine_options(engine, device, weights_dir, det_size, model=model,
-                                 embedder_model=embedder_model, enhance=enhance)
+                                 embedder_model=embedder_model, enhance=enhance, paste=paste)
         with progress_bar(quiet or json_out, "bench") as advance:
-            result = run_bench(options, BenchOptions(resolution=resolution, frames=frames, faces=faces),
+            result = run_bench(options, BenchOptions(resolution=resolution, frames=frames, faces=faces, batch=batch_frames,
+                                                codec=codec),
                                progress=advance, status=lambda msg: log.info("%s", msg))
         if json_out:
             emit_json(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,12 +43,16 @@ class OutputOptions:
 
 @dataclass
 class Timings:
-    """Milliseconds per stage, accumulated over a run."""
+    """Milliseconds per stage, accumulated over a run (from several threads: the video
+    pipeline analyses one batch while it swaps the last, so stages may sum to more than
+    the wall time)."""
 
     ms: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, stage: str, seconds: float) -> None:
-        self.ms[stage] = self.ms.get(stage, 0.0) + seconds * 1000.0
+        with self._lock:
+            self.ms[stage] = self.ms.get(stage, 0.0) + seconds * 1000.0
 
     def to_json(self) -> dict[str, float]:
         return {k: round(v, 1) for k, v in self.ms.items()}

@@ -12,6 +12,8 @@ the pixel part they share.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -37,9 +39,18 @@ class FrameMarker:
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
         """A marked copy (``bgr`` itself when there is nothing to do)."""
+        return self.prepare(bgr)()
+
+    def prepare(self, bgr: np.ndarray) -> Callable[[], np.ndarray]:
+        """The order-dependent part now (label, the watermark's motion tracking); the rest returned.
+
+        Call in frame order on one thread; the returned functions (-> the
+        marked copy) may then run concurrently on other threads, in any order.
+        ``bgr`` must not change until its function has run.
+        """
         out = bgr
         if self.label is not None:
             out = self.label.apply(out)
         if self.embedder is not None:
-            out = self.embedder(out)
-        return out
+            return self.embedder.prepare(out)
+        return lambda: out

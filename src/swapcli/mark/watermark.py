@@ -44,6 +44,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -209,12 +210,28 @@ class Embedder:
 
     def __call__(self, bgr: np.ndarray) -> np.ndarray:
         """A marked copy of a BGR (or grey) uint8 picture of this embedder's size."""
+        return self.prepare(bgr)()
+
+    def prepare(self, bgr: np.ndarray) -> Callable[[], np.ndarray]:
+        """Do the order-dependent part of marking ``bgr`` now; return the rest, for any thread.
+
+        Call in frame order: it tracks motion from the previous call. The
+        returned function (no arguments -> the marked copy) touches no mutable
+        state of the embedder, so several can run at once on worker threads
+        (OpenCV releases the GIL), in any order; ``bgr`` must stay unchanged
+        until it has run. ``prepare(x)()`` is exactly ``self(x)``.
+        """
         if bgr.shape[:2] != (self.height, self.width) or bgr.dtype != np.uint8:
             raise ValueError(f"expected uint8 {self.height}x{self.width}, got {bgr.dtype} {bgr.shape}")
         gh, gw = self.grid
         luma = _grid_luma(bgr, (gw, gh))
         self._track(luma)
-        delta = self._grid_pattern() * _texture_gain(luma)
+        # a view of the fixed tiling, or the current shifted copy: neither is ever written to
+        return functools.partial(self._finish, bgr, luma, self._grid_pattern())
+
+    def _finish(self, bgr: np.ndarray, luma: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+        gh, gw = self.grid
+        delta = pattern * _texture_gain(luma)
         if self.height * self.width <= STRIP_PIXELS or self.height < gh:
             return _apply(bgr, _resize(delta, (self.width, self.height)))
         # big photos: upsample and add in strips, so the float delta never exists at full size

@@ -8,8 +8,9 @@ not swapped for a frame.
 
 Frames are analysed and tracked one by one (tracking is sequential), then
 their faces are swapped `batch` frames at a time: one generator call for the
-faces of all those frames, which is what keeps a GPU busy. The output is the
-same as frame by frame; only the grouping of model calls changes.
+faces of all those frames, which is what keeps a GPU busy. The next batch is
+analysed in a second thread meanwhile (core/prefetch.py). The output is the
+same as frame by frame; only the grouping and the overlap of work change.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from swapcli.core.errors import UsageError
 from swapcli.core.options import OutputOptions, SelectOptions
+from swapcli.core.prefetch import Prefetch
 from swapcli.pipeline.swapper import FaceJob, Swapper
 from swapcli.read.video import FrameReader, probe
 from swapcli.select.faces import parse_faces
@@ -124,51 +126,53 @@ def swap_video(
         total = reader.expected_frames
         if total is not None and video.frame_range:
             total = max(0, min(total, stop if stop is not None else total) - first)
-        pending: list[tuple[np.ndarray, list[FaceJob], int]] = []
 
-        def flush() -> None:
-            swapper.swap_frames([(frame, jobs) for frame, jobs, _ in pending])
-            for frame, jobs, bridged in pending:
-                result.faces_per_frame.append(len(jobs))
-                result.frames_swapped += int(bool(jobs))
-                result.bridged += bridged
-                with clock("encode"):
-                    writer.write(frame)
-                if progress is not None:
-                    progress(len(result.faces_per_frame), total)
-            pending.clear()
-
-        index = -1
-        ended = False
-        while not ended:
-            frames: list[tuple[int, np.ndarray]] = []
-            while len(frames) < video.batch and (stop is None or index + 1 < stop):
-                with clock("decode"):
-                    frame = reader.read()
+        def analysed() -> Iterator[list[tuple[np.ndarray, list[FaceJob], int]]]:
+            """Batches of (frame, faces to swap, bridged count): decode, detect, track."""
+            index = -1
+            while stop is None or index + 1 < stop:
+                frames: list[tuple[int, np.ndarray]] = []
+                while len(frames) < video.batch and (stop is None or index + 1 < stop):
+                    with clock("decode"):
+                        frame = reader.read()
+                    if frame is None:
+                        break
+                    index += 1
+                    if index >= first:
+                        frames.append((index, frame))
+                if not frames:
+                    if frame is None:
+                        return
+                    continue
+                batch = []
+                for (i, frame), found in zip(frames, swapper.detect_many([f for _, f in frames])):
+                    t = float(i / fps)  # frames come without pts; VFR is spaced at the average rate
+                    faces = [f for f in found if f.size >= select.min_size]
+                    with clock("track"):
+                        tracked = tracker.update(
+                            faces, t,
+                            embed=lambda f, img=frame: swapper.embed(img, f),
+                            landmarks=lambda f, img=frame: swapper.landmarks(img, f),
+                        )
+                    jobs = [FaceJob(item.face, sources[item.track.assigned or 0] if many else sources[0],
+                                    item.track.mask_params_at(t)) for item in tracked]
+                    batch.append((frame, jobs, sum(int(item.bridged) for item in tracked)))
+                yield batch
                 if frame is None:
-                    ended = True
-                    break
-                index += 1
-                if index >= first:
-                    frames.append((index, frame))
-            else:
-                ended = stop is not None and index + 1 >= stop
-            if not frames:
-                continue
-            detected = swapper.detect_many([frame for _, frame in frames])
-            for (i, frame), found in zip(frames, detected):
-                t = float(i / fps)  # frames come without pts; VFR is spaced at the average rate
-                faces = [f for f in found if f.size >= select.min_size]
-                with clock("track"):
-                    tracked = tracker.update(
-                        faces, t,
-                        embed=lambda f, img=frame: swapper.embed(img, f),
-                        landmarks=lambda f, img=frame: swapper.landmarks(img, f),
-                    )
-                jobs = [FaceJob(item.face, sources[item.track.assigned or 0] if many else sources[0],
-                                item.track.mask_params_at(t)) for item in tracked]
-                pending.append((frame, jobs, sum(int(item.bridged) for item in tracked)))
-            flush()
+                    return
+
+        # The next batch is analysed in a thread while this one is swapped, blended and encoded.
+        with Prefetch(analysed(), depth=1, name="swapcli-analyse") as batches:
+            for batch in batches:
+                swapper.swap_frames([(frame, jobs) for frame, jobs, _ in batch])
+                for frame, jobs, bridged in batch:
+                    result.faces_per_frame.append(len(jobs))
+                    result.frames_swapped += int(bool(jobs))
+                    result.bridged += bridged
+                    with clock("encode"):
+                        writer.write(frame)
+                    if progress is not None:
+                        progress(len(result.faces_per_frame), total)
         result.frames_read = reader.frames_read
     result.frames_written = writer.frames_written
     result.notes = list(writer.notes)

@@ -255,7 +255,14 @@ class FrameReader:
         if self._done:
             return None
         self.open()
-        item = self._queue.get()
+        while True:  # with a timeout, so a reader closed from another thread never hangs here
+            try:
+                item = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self._stop.is_set():
+                    self._done = True
+                    return None
         if item is _END:
             self._done = True
             return None

@@ -34,9 +34,15 @@ Design choices (and why):
   (comment, DigitalSourceType = IPTC compositeWithTrainedAlgorithmicMedia,
   synthetic_generator = "swapcli VERSION"; MP4/MOV need ``use_metadata_tags``
   for custom keys, which stores all tags as QuickTime mdta keys).
-  ``visible_label`` draws a small label on every frame. Frames are marked on
-  the encoder thread, so the caller's processing overlaps with it, and a
-  failure there aborts like any encoder failure (nothing left behind).
+  ``visible_label`` draws a small label on every frame. Marking costs ~12 ms of
+  CPU per 1080p frame, more than a whole frame's budget at 100 fps, so it runs
+  off the caller's thread and in parallel: the encoder thread does the
+  order-dependent part (label, the watermark's motion tracking, ~2 ms) in frame
+  order and hands the rest to a small thread pool (``mark_workers()``; OpenCV
+  releases the GIL), then writes the results to ffmpeg in frame order. At most
+  ``queue_size`` frames wait and ``workers + 1`` are being marked, so memory
+  stays bounded. A failure there aborts like any encoder failure (nothing left
+  behind).
 * Speed. Default preset is ``veryfast`` (not x264's ``medium``): roughly 2-3x
   faster at CRF 18 for a somewhat larger file, the right trade for a tool whose
   output is usually reviewed and re-shared. A background thread feeds ffmpeg
@@ -45,12 +51,15 @@ Design choices (and why):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
 import secrets
 import subprocess
 import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -65,6 +74,7 @@ log = logging.getLogger(__name__)
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 CODECS = ("libx264", "libx265", "h264_nvenc", "hevc_nvenc")
+CODEC_CHOICES = ("auto", *CODECS)  # what VideoWriter(codec=...) accepts; "auto": see resolve_codec()
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 _NVENC_PRESETS = dict(zip(X264_PRESETS, ("p1", "p2", "p3", "p3", "p4", "p5", "p6", "p7", "p7")))
 MP4_AUDIO = frozenset({"aac", "mp3", "alac", "ac3", "eac3", "opus", "flac"})
@@ -86,6 +96,50 @@ def subtitle_codec(container: str, codec: str) -> str | None:
     if container == "matroska":
         return "srt" if codec == "mov_text" else "copy"
     return "mov_text" if codec in TEXT_SUBTITLES else None
+
+
+def mark_workers(cores: int | None = None) -> int:
+    """Threads that mark frames in parallel: one core is left for the caller, ffmpeg has its own.
+
+    At most 4: 4 x ~80 fps of 1080p marking (one core each) is far above what
+    a swap pipeline feeds; more would only compete with the caller and ffmpeg.
+    """
+    cores = cores or os.cpu_count() or 1
+    return max(1, min(4, cores - 1))
+
+
+def encoder_options(codec: str, crf: int, preset: str) -> dict[str, object]:
+    """Rate control and speed for one encoder (shared with `swapcli bench`'s plain transcode)."""
+    if codec in ("libx264", "libx265"):
+        opts: dict[str, object] = {"crf": crf, "preset": preset}
+        if codec == "libx265":
+            opts["x265-params"] = "log-level=error"
+        return opts
+    # nvenc: constant-quality VBR (-rc vbr -cq N -b:v 0: no bitrate cap), the closest thing
+    # to CRF; cq 0 would mean "automatic", so crf 0 asks for the best cq instead. -tune hq
+    # is ffmpeg's default, spelt out so the command says what it does. B-frames are left to
+    # the preset: an explicit -bf fails on GPUs without them (HEVC before Turing) and does
+    # not raise throughput (NVENC runs several hundred 1080p fps at p1..p4 either way).
+    return {"preset": _NVENC_PRESETS[preset], "tune": "hq", "rc": "vbr", "cq": max(1, crf), "b:v": 0}
+
+
+def resolve_codec(codec: str) -> str:
+    """The encoder to use for ``codec``: ``"auto"`` picks NVENC when it works here, else libx264.
+
+    ``"auto"`` means h264_nvenc when this ffmpeg has that encoder AND a tiny test
+    encode opens it (an NVIDIA GPU and driver are present), otherwise libx264.
+    Both checks are cached per process (``core.ffmpeg.encoders`` /
+    ``encoder_error``), so this costs at most one small ffmpeg run. Any other
+    name is returned unchanged (VideoWriter validates it).
+    """
+    if codec != "auto":
+        return codec
+    try:
+        if "h264_nvenc" in ff.encoders() and ff.encoder_error("h264_nvenc") is None:
+            return "h264_nvenc"
+    except SwapcliError as exc:  # ffmpeg missing or broken: libx264 then fails with the real reason
+        log.debug("NVENC check failed: %s", exc)
+    return "libx264"
 
 
 def temp_path_for(output: Path) -> Path:
@@ -132,10 +186,12 @@ class VideoWriter:
                  fps: Fraction | float | int, *, codec: str = "libx264", crf: int = 18,
                  preset: str = "veryfast", audio_source: str | os.PathLike[str] | VideoInfo | None = None,
                  start: float | None = None, end: float | None = None, sar: Fraction | None = None,
-                 queue_size: int = 8, mark: bool = True, visible_label: str | None = None) -> None:
+                 queue_size: int = 8, mark: bool = True, visible_label: str | None = None,
+                 workers: int | None = None) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         self.fps = Fraction(fps).limit_denominator(1_000_000)
+        self.requested_codec = codec
         self.codec, self.crf, self.preset = codec, crf, preset
         self.start, self.end = start, end
         self.sar = sar or Fraction(1)
@@ -163,6 +219,11 @@ class VideoWriter:
                 raise OutputError(f"{self.path}: output would overwrite the input")
             self.source = audio_source if isinstance(audio_source, VideoInfo) else probe(
                 source_path, count_frames=False)
+        if codec == "auto":
+            self.codec = resolve_codec(codec)
+            log.info("--codec auto: encoding with %s", self.codec)
+            if self.codec == "h264_nvenc":
+                self.notes.append("encoding with h264_nvenc (NVIDIA GPU)")
         self._check_codec()
         if not self.path.parent.is_dir():
             raise OutputError(f"{self.path}: folder {self.path.parent} does not exist")
@@ -180,6 +241,8 @@ class VideoWriter:
         self._finished = False
         self._proc: ff.Process | None = None
         self._thread: threading.Thread | None = None
+        self.workers = max(1, workers or mark_workers()) if self._marker is not None else 0
+        self._pool: ThreadPoolExecutor | None = None
         self.command = self._command()
         # ffmpeg starts in __enter__ (or at the first write), not here: a Ctrl-C between the
         # constructor and the `with` would otherwise leave a running encoder and its temp file.
@@ -188,6 +251,8 @@ class VideoWriter:
         if self._proc is not None:
             return
         try:
+            if self._marker is not None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="swapcli-mark")
             self._proc = ff.Process(self.command, stdin=subprocess.PIPE)
             self._thread = threading.Thread(target=self._pump, name="swapcli-encode", daemon=True)
             self._thread.start()
@@ -199,7 +264,7 @@ class VideoWriter:
 
     def _check_codec(self) -> None:
         if self.codec not in CODECS:
-            raise UsageError(f"unknown video codec {self.codec!r} (choose from {', '.join(CODECS)})")
+            raise UsageError(f"unknown video codec {self.codec!r} (choose from {', '.join(CODEC_CHOICES)})")
         if self.codec not in ff.encoders():
             raise UsageError(f"this ffmpeg ({ff.ffmpeg_exe()}) has no {self.codec} encoder")
         if "nvenc" in self.codec:
@@ -224,12 +289,7 @@ class VideoWriter:
             "c:v": self.codec, "colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709",
             "color_range": "tv", ff.fps_mode_option(): "passthrough", "max_muxing_queue_size": 4096,
         }
-        if self.codec in ("libx264", "libx265"):
-            opts.update({"crf": self.crf, "preset": self.preset})
-            if self.codec == "libx265":
-                opts["x265-params"] = "log-level=error"
-        else:  # nvenc: constant-quality VBR, the closest thing to CRF
-            opts.update({"preset": _NVENC_PRESETS[self.preset], "rc": "vbr", "cq": self.crf, "b:v": 0})
+        opts.update(encoder_options(self.codec, self.crf, self.preset))
         if self.codec in ("libx265", "hevc_nvenc") and self.container in ("mp4", "mov"):
             opts["tag:v"] = "hvc1"  # what Apple players require for HEVC
         if self.container in ("mp4", "mov"):
@@ -311,30 +371,63 @@ class VideoWriter:
                 continue
 
     def _pump(self) -> None:
+        """Encoder thread: frames in queue order -> (marking pool) -> ffmpeg's stdin, in order."""
         assert self._proc is not None and self._proc.popen.stdin is not None
         stdin = self._proc.popen.stdin
+        # marked frames in flight, oldest first: the pool's workers plus one ready to write
+        pending: deque[Future[np.ndarray]] = deque()
         try:
             while not self._stop.is_set():
-                try:
-                    item = self._queue.get(timeout=0.1)
+                try:  # with frames in flight, never wait for input: write the oldest instead
+                    item = self._queue.get(timeout=0.1) if not pending else self._queue.get_nowait()
                 except queue.Empty:
+                    if pending and not self._write(stdin, pending.popleft()):
+                        return
                     continue
                 if item is _END:
+                    while pending:
+                        if not self._write(stdin, pending.popleft()):
+                            return
                     stdin.close()
                     return
                 if isinstance(item, np.ndarray):
-                    try:
-                        item = np.ascontiguousarray(self._marker(item)) if self._marker else item
+                    assert self._marker is not None and self._pool is not None
+                    try:  # in frame order: tracks motion (a plain callable marker: all on a worker)
+                        prepare = getattr(self._marker, "prepare", None)
+                        job = prepare(item) if prepare is not None else functools.partial(self._marker, item)
                     except Exception as exc:  # noqa: BLE001 - reported by the caller's thread
-                        self._thread_error = _MarkingError(f"marking frame failed: {type(exc).__name__}: {exc}")
-                        assert self._proc is not None
-                        self._proc.kill()  # no point encoding on; _failure() must not wait for it
+                        self._marking_failed(exc)
                         return
-                    item = memoryview(item).cast("B")
-                stdin.write(item)  # type: ignore[arg-type]
+                    pending.append(self._pool.submit(job))
+                    while pending and (len(pending) > self.workers or pending[0].done()):
+                        if not self._write(stdin, pending.popleft()):
+                            return
+                else:
+                    stdin.write(item)  # type: ignore[arg-type]
         except (OSError, ValueError) as exc:  # ffmpeg died (EPIPE) or we closed the pipe
             if not self._stop.is_set():
                 self._thread_error = exc
+        finally:
+            for future in pending:
+                future.cancel()
+            if self._pool is not None:
+                self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _write(self, stdin: object, future: Future[np.ndarray]) -> bool:
+        """Write one marked frame (waiting for its worker); False when marking failed or we stop."""
+        try:
+            frame = np.ascontiguousarray(future.result())
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller's thread
+            if not self._stop.is_set():
+                self._marking_failed(exc)
+            return False
+        stdin.write(memoryview(frame).cast("B"))  # type: ignore[attr-defined]
+        return True
+
+    def _marking_failed(self, exc: BaseException) -> None:
+        self._thread_error = _MarkingError(f"marking frame failed: {type(exc).__name__}: {exc}")
+        assert self._proc is not None
+        self._proc.kill()  # no point encoding on; _failure() must not wait for it
 
     def _failure(self) -> SwapcliError:
         """The error to raise once ffmpeg has failed, from its own last words."""
@@ -393,6 +486,9 @@ class VideoWriter:
         thread = getattr(self, "_thread", None)
         if thread is not None and thread is not threading.current_thread():
             thread.join(10)
+        pool = getattr(self, "_pool", None)
+        if pool is not None:  # running jobs finish in milliseconds; queued ones are dropped
+            pool.shutdown(wait=thread is not threading.current_thread(), cancel_futures=True)
         tmp = getattr(self, "tmp_path", None)
         if tmp is not None:
             try:
