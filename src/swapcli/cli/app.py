@@ -153,10 +153,10 @@ def video(
             ref_paths = [reference] if reference else None
             inputs = [*photo_groups[0], *([reference] if reference else [])]
         if len(devices) > 1:  # one worker process per device, each swapping a part of the frames
-            from swapcli.cli.batch import _sigterm_interrupts
+            from swapcli.core.signals import sigterm_interrupts
             from swapcli.pipeline.devices import swap_video_split
 
-            _sigterm_interrupts()
+            sigterm_interrupts()
             with progress_bar(quiet, "swapping") as advance:
                 result = swap_video_split(engine_opts, devices, photo_groups, target, out_path, select, options,
                                           out_opts, references=ref_paths, inputs=inputs, progress=advance)

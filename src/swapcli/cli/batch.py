@@ -65,23 +65,11 @@ def batch(
     from swapcli.cli.common import handle_errors, setup_logging
 
     setup_logging(quiet, debug)
-    _sigterm_interrupts()
+    from swapcli.core.signals import sigterm_interrupts
+
+    sigterm_interrupts()
     with handle_errors(debug, json_out):
         _batch(**params)
-
-
-def _sigterm_interrupts() -> None:
-    """SIGTERM (kill, Slurm's scancel, a container stop) cleans up like Ctrl-C."""
-    import signal
-
-    def handler(signum, frame):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (tests calling the app in-process)
-        pass
 
 
 def _batch(*, source, inputs, output_dir, recursive, pattern, workers, files_from, shard, manifest, dry_run,

@@ -11,10 +11,34 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 _END = object()
+EMPTY = object()  # get_until: nothing came and nothing will
+POLL_S = 0.1  # how often a blocked put/get looks at its stop condition
+
+
+def put_until(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put, waiting for room until `stop` is set (then False): a producer thread never blocks
+    forever on a consumer that has gone."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def get_until(q: queue.Queue, gone: Callable[[], bool]) -> object:
+    """Get, waiting until an item comes or `gone()` says none will (then EMPTY)."""
+    while True:
+        try:
+            return q.get(timeout=POLL_S)
+        except queue.Empty:
+            if gone():
+                return EMPTY
 
 
 class Prefetch(Iterator[T]):
@@ -29,13 +53,7 @@ class Prefetch(Iterator[T]):
         self._thread.start()
 
     def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until(self._queue, item, self._stop)
 
     def _run(self) -> None:
         try:
@@ -48,14 +66,8 @@ class Prefetch(Iterator[T]):
         self._put(_END)
 
     def __next__(self) -> T:
-        while True:
-            try:
-                item = self._queue.get(timeout=0.1)
-                break
-            except queue.Empty:
-                if not self._thread.is_alive() and self._queue.empty():
-                    raise StopIteration from None
-        if item is _END:
+        item = get_until(self._queue, lambda: not self._thread.is_alive() and self._queue.empty())
+        if item is _END or item is EMPTY:
             raise StopIteration
         if isinstance(item, _Failure):
             raise item.exc

@@ -52,6 +52,7 @@ from swapcli.core.errors import (
     UsageError,
 )
 from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
+from swapcli.core.signals import sigint_ignored
 from swapcli.read.kinds import media_kind
 
 log = logging.getLogger("swapcli")
@@ -771,22 +772,6 @@ class Summary:
 Event = Callable[..., None]
 
 
-def _ignore_sigint():
-    """Context: a second Ctrl-C while we clean up after the first is ignored."""
-    @contextlib.contextmanager
-    def cm():
-        try:
-            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        except ValueError:  # not the main thread
-            old = None
-        try:
-            yield
-        finally:
-            if old is not None:
-                signal.signal(signal.SIGINT, old)
-    return cm()
-
-
 def run_batch(settings: BatchSettings, tasks: Sequence[Task], manifest: Manifest, *, workers: int = 1,
               on_event: Event = lambda *a: None) -> Summary:
     """Process tasks; records go to the manifest (and the summary) as they finish.
@@ -833,7 +818,7 @@ def _run_here(settings: BatchSettings, tasks: Sequence[Task], manifest: Manifest
             _record(manifest, summary, on_event, task, exc.record)
             raise KeyboardInterrupt from None
         except KeyboardInterrupt:
-            with _ignore_sigint():
+            with sigint_ignored():
                 sweep_temp_files(task, since)
             raise
         _record(manifest, summary, on_event, task, record)
@@ -899,7 +884,7 @@ def _run_pool(settings: BatchSettings, tasks: Sequence[Task], manifest: Manifest
                                initargs=(settings, events, threads, stop, counter))
     futures = {}
     try:
-        with _ignore_sigint():  # workers spawn on the first submits: born deaf to Ctrl-C until
+        with sigint_ignored():  # workers spawn on the first submits: born deaf to Ctrl-C until
             for task in tasks[:workers]:  # their own handler is installed (no traceback, no broken pool)
                 futures[pool.submit(_run_in_worker, task)] = task
         for task in tasks[workers:]:
@@ -916,7 +901,7 @@ def _run_pool(settings: BatchSettings, tasks: Sequence[Task], manifest: Manifest
                 handle(future, task)
     except BaseException:
         # Ctrl-C, a fatal error, or a bug: stop the workers cleanly, keep what finished.
-        with _ignore_sigint():
+        with sigint_ignored():
             stop.set()
             inflight = [task for future, task in futures.items() if future.running()]
             for future in futures:

@@ -62,6 +62,8 @@ from typing import Any, Callable, Sequence
 
 from swapcli.core.errors import EXIT_FAILURE, OutputError, SwapcliError, UsageError
 from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
+from swapcli.core.signals import sigint_ignored
+from swapcli.write.video import resolve_codec
 
 log = logging.getLogger("swapcli")
 
@@ -285,30 +287,6 @@ def _swap_segment(job: SegmentJob) -> dict:
 # --------------------------------------------------------------------------- the parent
 
 
-@contextlib.contextmanager
-def _sigint_ignored():
-    """Workers spawned while SIGINT is ignored start deaf to it (no traceback from a worker still
-    importing); each installs its own handler once it can clean up."""
-    try:
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread
-        old = None
-    try:
-        yield
-    finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
-
-
-def _resolve_codec(codec: str) -> str:
-    """One concrete encoder for every segment (concat -c copy needs identical streams)."""
-    try:
-        from swapcli.write.video import resolve_codec
-    except ImportError:  # an older write/video.py: VideoWriter gets the name as given
-        return codec
-    return resolve_codec(codec)
-
-
 def swap_video_split(
     engine: EngineOptions,
     devices: Sequence[str],
@@ -348,7 +326,7 @@ def swap_video_split(
         raise UsageError(f"{target}: no frames to process")
     ranges = split_ranges(n, len(devices))
     used = list(devices[:len(ranges)])
-    video = replace(video, codec=_resolve_codec(video.codec))
+    video = replace(video, codec=resolve_codec(video.codec))
     started = time.perf_counter()
     result = VideoResult(target, output, input_info={
         "width": info.width, "height": info.height, "fps": str(info.fps), "frames": info.frame_count,
@@ -480,7 +458,7 @@ def _run_workers(jobs: Sequence[SegmentJob], ranges: Sequence[tuple[int, int]], 
             handle(item)
 
     try:
-        with _sigint_ignored():
+        with sigint_ignored():
             for job in jobs:
                 proc = ctx.Process(target=_run_segment, args=(job, events, stop), name=f"swapcli-{job.device}",
                                    daemon=True)
@@ -505,7 +483,7 @@ def _run_workers(jobs: Sequence[SegmentJob], ranges: Sequence[tuple[int, int]], 
                         raise WorkerError(f"the worker on {jobs[i].device} died ({why}); "
                                           "out of memory? try fewer devices", EXIT_FAILURE)
     except BaseException:
-        with _sigint_ignored():
+        with sigint_ignored():
             _stop_workers(procs, pids, stop, drain)
             with contextlib.suppress(Exception):
                 events.close()

@@ -31,6 +31,7 @@ import numpy as np
 
 from swapcli.core import ffmpeg as ff
 from swapcli.core.errors import InputError, SwapcliError, UsageError
+from swapcli.core.prefetch import EMPTY, get_until, put_until
 
 log = logging.getLogger(__name__)
 
@@ -255,15 +256,8 @@ class FrameReader:
         if self._done:
             return None
         self.open()
-        while True:  # with a timeout, so a reader closed from another thread never hangs here
-            try:
-                item = self._queue.get(timeout=0.1)
-                break
-            except queue.Empty:
-                if self._stop.is_set():
-                    self._done = True
-                    return None
-        if item is _END:
+        item = get_until(self._queue, self._stop.is_set)  # never hangs on a reader closed elsewhere
+        if item is EMPTY or item is _END:
             self._done = True
             return None
         if isinstance(item, BaseException):
@@ -291,13 +285,7 @@ class FrameReader:
     # -- decoding thread
 
     def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until(self._queue, item, self._stop)
 
     def _pump(self) -> None:
         assert self._proc is not None and self._proc.popen.stdout is not None
