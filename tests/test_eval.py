@@ -103,8 +103,16 @@ def test_metric_units():
         return Face(bbox=np.array([x, 0, x + 10, 10], np.float32), score=1, kps=np.zeros((5, 2)))
 
     targets, results = [face(0), face(50)], [face(52), face(200)]
-    (m0, _), (m1, o1) = match_faces(targets, results)
-    assert m0 is None and m1 is results[0] and o1 > 0.6
+    m0, m1 = match_faces(targets, results, (300, 100), (300, 100))
+    assert m0.face is None and m1.face is results[0] and m1.how == "position" and m1.overlap > 0.6
+    # a result at half size, and a mirrored one, still find their faces; identity comes last
+    half = [Face(bbox=np.array([25, 0, 30, 5], np.float32), score=1, kps=np.zeros((5, 2)))]
+    assert match_faces(targets[1:], half, (300, 100), (150, 50))[0].how == "position"
+    flipped = [face(240)]  # x 50..60 of a 300-wide picture, mirrored
+    assert match_faces(targets[1:], flipped, (300, 100), (300, 100))[0].how == "mirrored"
+    far = [face(150)]
+    assert match_faces(targets[1:], far, (300, 100), (300, 100))[0].face is None
+    assert match_faces(targets[1:], far, (300, 100), (300, 100), identity=lambda f: 0.9)[0].how == "identity"
     assert sample_centres(10, 32) == list(range(1, 9))
     assert sample_centres(1000, 5) == [1, 250, 500, 749, 998]
 
@@ -125,6 +133,35 @@ def test_result_equals_target(faces, photos):
     face = out["faces"][0]
     assert face["matched"] and face["iou"] > 0.99
     assert abs(face["pose_target"]["yaw"]) > 20  # the turned face really is turned
+
+
+def test_resized_and_mirrored_results_are_matched(faces, photos, tmp_path, evaluator):
+    """A result saved at another size, or flipped, is still compared with its own face, and says how."""
+    turned = cv2.imread(str(faces["turned"]))
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), cv2.resize(turned, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA))
+    out = evaluator([photos["yaoming"]], faces["turned"], small)
+    face = out["faces"][0]
+    assert face["matched_by"] == "position" and face["iou"] > 0.8
+    assert out["metrics"]["id_target"] > 0.9 and out["metrics"]["pose_error"]["yaw"] < 3
+    # The face off-centre, then the whole picture flipped: its face is now on the other side.
+    wide = cv2.copyMakeBorder(turned, 0, 0, 0, turned.shape[1], cv2.BORDER_REPLICATE)
+    target, flipped = tmp_path / "wide.png", tmp_path / "wide_flip.png"
+    cv2.imwrite(str(target), wide)
+    cv2.imwrite(str(flipped), wide[:, ::-1])
+    moved = evaluator([photos["yaoming"]], target, flipped)
+    assert moved["faces"][0]["matched_by"] == "mirrored" and moved["faces"][0]["iou"] > 0.8
+    assert moved["metrics"]["id_target"] > 0.9 and any("mirrored" in n for n in moved["notes"])
+
+
+def test_result_equals_target_on_every_pose_axis(faces, photos, evaluator):
+    """The eval pitch bug: a face compared with itself reads ~0 degrees on yaw, pitch and roll."""
+    for name in ("turned", "frontal"):
+        m = evaluator([photos["yaoming"]], faces[name], faces[name])["metrics"]
+        err = m["pose_error"]
+        assert err["yaw"] < 0.5 and err["pitch"] < 0.5 and err["roll"] < 0.5, (name, err)
+        assert err["yaw_proxy"] < 0.005 and err["roll_5pt"] < 0.5
+        assert m["expression_follows_target"] is None or m["expression_to_target"] < 0.05
 
 
 def test_mirrored_result_has_large_pose_error(faces, photos, evaluator):
@@ -198,16 +235,16 @@ def test_video_jitter_and_flicker(clips, photos, evaluator):
 # --------------------------------------------------------------------------- failures
 
 
-def test_bad_input_exits_2(faces, photos, tmp_path):
+def test_bad_input_exits_2(faces, photos, clips, tmp_path):
     missing = run_cli("eval", "-s", photos["yaoming"], "-t", faces["turned"], "-r", tmp_path / "nope.png")
     assert_clean_failure(missing, 2)
     assert "RESULT" in missing.stderr
     text = tmp_path / "fake.mp4"
     text.write_text("not a video\n")
     assert_clean_failure(run_cli("eval", "-s", photos["yaoming"], "-t", text, "-r", faces["turned"]), 2)
-    size = run_cli("eval", "-s", photos["yaoming"], "-t", faces["turned"], "-r", faces["frontal"], "--json")
-    assert_clean_failure(size, 2)
-    assert json.loads(size.stdout)["exit_code"] == 2
+    kind = run_cli("eval", "-s", photos["yaoming"], "-t", faces["turned"], "-r", clips["clip"], "--json")
+    assert_clean_failure(kind, 2)
+    assert json.loads(kind.stdout)["exit_code"] == 2
 
 
 def test_no_face_exits_3(faces, photos, tmp_path):

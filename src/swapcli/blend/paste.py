@@ -70,11 +70,13 @@ def blend(
     result: SwapResult,
     generated: np.ndarray,
     params: Callable[[float], MaskParams] | None = None,
+    occluded: np.ndarray | None = None,
 ) -> BlendInfo:
     """Alpha-blend result into frame (in place) with the GHOST mask.
 
     `params` maps this face's outline offset to mask parameters; video tracks
     pass one that smooths the offset over time. Default: GHOST's rule as is.
+    `occluded` (ROI-sized, 1 = something covers the target's face) keeps the target in front.
     """
     x0, y0, x1, y1 = result.roi
     shift = np.array([x0, y0], dtype=np.float64)
@@ -84,6 +86,8 @@ def blend(
     mask = ghost_mask(generated, chosen, (y1 - y0, x1 - x0), scale)
     if result.keep is not None:
         mask *= 1.0 - result.keep
+    if occluded is not None:
+        mask *= 1.0 - occluded
     region = frame[y0:y1, x0:x1]
     m = mask[..., None]
     out = result.image * m + region.astype(np.float32) * (1.0 - m)

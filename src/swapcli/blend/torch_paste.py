@@ -301,10 +301,12 @@ class TorchCompositor:
         generated_landmarks: np.ndarray,
         kps: np.ndarray,
         params: Callable[[float], MaskParams] | None = None,
+        occluded: np.ndarray | None = None,
     ) -> tuple[float, MaskParams]:
         """Blend one generated crop into frame_t in place (inside its ROI only), like paste_region + blend.
 
-        Landmarks are in frame pixels. Returns (outline offset, chosen MaskParams).
+        Landmarks are in frame pixels; `occluded` (ROI-sized, 1 = covered) keeps the target in
+        front. Returns (outline offset, chosen MaskParams).
         """
         size = int(crop.shape[0])
         (x0, y0, x1, y1), inv_roi = roi_of(matrix, size, frame_t.shape)
@@ -359,6 +361,8 @@ class TorchCompositor:
             small = gaussian_blur(small, sx / f, sy / f)
             mask = F.interpolate(small[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
         mask = mask * foot
+        if occluded is not None:
+            mask = mask * (1.0 - torch.from_numpy(np.ascontiguousarray(occluded, np.float32)).to(self.device))
 
         region = frame_t[y0:y1, x0:x1]
         a = mask[..., None]

@@ -22,6 +22,7 @@ def image(
     reference: Optional[Path] = Opt.reference,
     threshold: float = Opt.threshold,
     min_face_size: float = Opt.min_face,
+    min_face_share: float = Opt.min_face_share,
     engine: str = Opt.engine,
     model: Optional[Path] = Opt.model,
     embedder_model: Optional[Path] = Opt.embedder_model,
@@ -57,7 +58,7 @@ def image(
         source_paths = [source, *(extra_sources or [])]
         swapper = Swapper(engine_options(engine, device, weights_dir, det_size, model=model, embedder_model=embedder_model,
                                           mix=mix, enhance=enhance, enhance_blend=enhance_blend, paste=paste))
-        select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size)
+        select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size, min_share=min_face_share)
         from swapcli.select.faces import parse_faces
 
         parse_faces(faces)
@@ -88,6 +89,7 @@ def video(
     maps: Optional[List[str]] = typer.Option(None, "--map", help="SRC.jpg=REF.jpg: swap the person in REF with the face in SRC (repeatable: many people, each with their own source)."),
     threshold: float = Opt.threshold,
     min_face_size: float = Opt.min_face,
+    min_face_share: float = Opt.min_face_share,
     engine: str = Opt.engine,
     model: Optional[Path] = Opt.model,
     embedder_model: Optional[Path] = Opt.embedder_model,
@@ -140,7 +142,7 @@ def video(
         engine_opts = engine_options(engine, devices[0], weights_dir, det_size, model=model,
                                      embedder_model=embedder_model, mix=mix, enhance=enhance,
                                      enhance_blend=enhance_blend, paste=paste)
-        select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size)
+        select = SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size, min_share=min_face_share)
         options = VideoOptions(crf=crf, preset=preset, codec=codec, fps=Fraction(fps).limit_denominator(1001) if fps else None,
                                start=start, end=end, batch=batch_frames)
         out_opts = OutputOptions(overwrite=overwrite, mark=not no_mark, visible_label=visible_label)

@@ -32,6 +32,7 @@ def batch(
     reference: Optional[Path] = Opt.reference,
     threshold: float = Opt.threshold,
     min_face_size: float = Opt.min_face,
+    min_face_share: float = Opt.min_face_share,
     engine: str = Opt.engine,
     model: Optional[Path] = Opt.model,
     embedder_model: Optional[Path] = Opt.embedder_model,
@@ -73,7 +74,8 @@ def batch(
 
 
 def _batch(*, source, inputs, output_dir, recursive, pattern, workers, files_from, shard, manifest, dry_run,
-           extra_sources, faces, reference, threshold, min_face_size, engine, model, embedder_model, mix, enhance,
+           extra_sources, faces, reference, threshold, min_face_size, min_face_share, engine, model, embedder_model,
+           mix, enhance,
            enhance_blend, device, paste, batch_frames, weights_dir, no_mark, visible_label, quality, crf, preset,
            codec, det_size, overwrite, json_out, quiet, debug) -> None:
     import logging
@@ -176,7 +178,7 @@ def _batch(*, source, inputs, output_dir, recursive, pattern, workers, files_fro
         sources=tuple(str(p) for p in source_paths),
         engine=engine_options(engine, devices[0], weights_dir, det_size, model=model, embedder_model=embedder_model,
                               mix=mix, enhance=enhance, enhance_blend=enhance_blend, paste=paste),
-        select=SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size),
+        select=SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size, min_share=min_face_share),
         output=OutputOptions(overwrite=overwrite, quality=quality, mark=not no_mark, visible_label=visible_label),
         video=VideoOptions(crf=crf, preset=preset, codec=codec, batch=batch_frames),
         reference=str(reference) if reference else None,

@@ -49,12 +49,15 @@ def expand_box(points: np.ndarray, margin: float, shape: tuple[int, ...]) -> tup
     )
 
 
-def soft_mean(image: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray:
+def soft_mean(image: np.ndarray, weight: np.ndarray, sigma: float, prior_weight: float = 0.0) -> np.ndarray:
     """Weighted local mean (Gaussian window) of image under weight, computed at low resolution.
 
     Large-sigma blurs are the costly part of colour matching; doing them on a
     4x smaller grid changes nothing visible and is ~16x cheaper.
     """
+    if image.ndim == 2 or image.shape[-1] == 1:
+        return soft_mean(np.repeat(image.reshape(image.shape[:2] + (1,)), 3, axis=2), weight, sigma,
+                         prior_weight)[..., :1]
     h, w = weight.shape[:2]
     f = max(1, int(sigma // 4))
     small_w = cv2.resize(weight, (max(1, w // f), max(1, h // f)), interpolation=cv2.INTER_AREA)
@@ -62,6 +65,12 @@ def soft_mean(image: np.ndarray, weight: np.ndarray, sigma: float) -> np.ndarray
     s = sigma / f
     num = cv2.GaussianBlur(small_i, (0, 0), s)
     den = cv2.GaussianBlur(small_w, (0, 0), s)
+    # Where the window holds little weight, lean on the weighted mean of the whole region.
+    total = float(small_w.sum())
+    if total > 0:
+        prior = (small_i.reshape(-1, small_i.shape[-1]).sum(0) / total).astype(np.float32)
+        num = num + prior_weight * prior
+        den = den + prior_weight
     mean = num / np.maximum(den, 1e-4)[..., None]
     return cv2.resize(mean, (w, h), interpolation=cv2.INTER_LINEAR)
 

@@ -15,6 +15,7 @@ class SelectOptions:
     reference: Path | None = None
     threshold: float = DEFAULT_THRESHOLD
     min_size: float = 0.0  # ignore detections smaller than this (px, shorter box side)
+    min_share: float = 0.35  # --faces all|N: ignore faces under this share of the largest (and tiny ones)
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class EngineOptions:
     enhance: str | None = None  # --enhance NAME: face restoration model run on the swapped crop
     enhance_blend: float = 0.8  # share of the restored crop in the result
     paste: str = "auto"  # --paste: auto | cv2 (CPU) | torch (on the model's device)
+    occlusion: bool = True  # keep what covers the target's face in front (offline estimate)
 
 
 @dataclass(frozen=True)

@@ -103,12 +103,16 @@ def open_media(path: Path, role: str) -> Media:
 
 
 def check_pair(target: Media, result: Media) -> None:
-    """Result and target must be the same kind and the same picture size (faces are matched by position)."""
+    """Result and target must be the same kind; videos also the same picture size (frames are
+    compared in step). Photos may differ in size or be mirrored: faces are matched in normalised
+    positions."""
     if target.kind != result.kind:
         raise UsageError(f"TARGET is a{'n' if target.kind == 'image' else ''} {target.kind} but RESULT is "
                          f"a{'n' if result.kind == 'image' else ''} {result.kind}; give the same kind")
+    if target.kind == "image":
+        return
     (tw, th), (rw, rh) = target.size, result.size
-    slack = 1 if target.kind == "video" else 0  # swapcli video pads odd sizes by one pixel
+    slack = 1  # swapcli video pads odd sizes by one pixel
     if abs(tw - rw) > slack or abs(th - rh) > slack:
         raise UsageError(f"RESULT is {rw}x{rh} but TARGET is {tw}x{th}: faces are matched by position, "
                          "so the pictures must be the same size")

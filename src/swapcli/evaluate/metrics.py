@@ -22,14 +22,17 @@ from swapcli.analyse.face import (
     Face,
     cosine,
 )
-from swapcli.analyse.pose import head_pose
+from swapcli.analyse.pose import head_pose, roll_degrees, yaw_sign
 
 # 2d106det eye layout (checked on photos): two corners, two pupil points, and
 # six lid points per eye; the lids are what open and close.
 EYE_CORNERS = {"left": (35, 39), "right": (89, 93)}
 EYE_PUPILS = frozenset({34, 38, 88, 92})
 EYES = np.concatenate([LEFT_EYE, RIGHT_EYE])
-EXPRESSION_FEATURES = ("mouth_open", "mouth_width", "eye_open_left", "eye_open_right")
+EXPRESSION_FEATURES = ("mouth_open", "mouth_width", "smile", "eye_open_left", "eye_open_right")
+# Typical spread of each feature between people and expressions: the unit of expression distances.
+EXPRESSION_SCALE = {"mouth_open": 0.12, "mouth_width": 0.12, "smile": 0.05, "eye_open_left": 0.05,
+                    "eye_open_right": 0.05}
 
 MIN_IOU = 0.3  # a result face belongs to a target face when their boxes overlap at least this much
 
@@ -46,25 +49,67 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_faces(targets: Sequence[Face], results: Sequence[Face],
-                min_iou: float = MIN_IOU) -> list[tuple[Face | None, float]]:
-    """For each target face, the result face at the same place (greedy by IoU), or None.
+@dataclass(frozen=True)
+class Match:
+    """The result face paired with one target face, and how it was found."""
 
-    Position, not identity: a good swap changes who the face is, not where it is.
+    face: Face | None
+    how: str | None  # "position", "mirrored" (a flipped result), "identity", or None (no face)
+    overlap: float  # box IoU in the target's pixels (after undoing a resize or flip)
+
+
+def _norm_box(face: Face, size: tuple[int, int], mirrored: bool = False) -> np.ndarray:
+    w, h = size
+    x0, y0, x1, y1 = (float(v) for v in face.bbox)
+    if mirrored:
+        x0, x1 = w - x1, w - x0
+    return np.array([x0 / w, y0 / h, x1 / w, y1 / h])
+
+
+def match_faces(targets: Sequence[Face], results: Sequence[Face], target_size: tuple[int, int] | None = None,
+                result_size: tuple[int, int] | None = None, identity=None) -> list[Match]:
+    """For each target face, the result face that is the same face.
+
+    First by position, in coordinates normalised by each picture's size (so a resized result
+    matches): centres closer than half the face's size and sizes within a factor 1.6, greedily
+    nearest first. Then, for faces still unmatched, by the mirrored position (a flipped result).
+    Then, when `identity(result_face) -> score` is given (cosine to the source), the remaining result
+    face that scores highest. Position comes first: a good swap changes who the face is, not where.
     """
-    pairs = sorted(((iou(t.bbox, r.bbox), i, j) for i, t in enumerate(targets) for j, r in enumerate(results)),
-                   reverse=True)
-    out: list[tuple[Face | None, float]] = [(None, 0.0)] * len(targets)
-    used_t: set[int] = set()
-    used_r: set[int] = set()
-    for overlap, i, j in pairs:
-        if overlap < min_iou:
-            break
-        if i in used_t or j in used_r:
-            continue
-        out[i] = (results[j], overlap)
-        used_t.add(i)
-        used_r.add(j)
+    tsize = target_size or (1, 1)
+    rsize = result_size or tsize
+    out: list[Match] = [Match(None, None, 0.0)] * len(targets)
+    used: set[int] = set()
+    for how, mirrored in (("position", False), ("mirrored", True)):
+        cands = []
+        for i, t in enumerate(targets):
+            if out[i].face is not None:
+                continue
+            tb = _norm_box(t, tsize)
+            ts = max(tb[2] - tb[0], tb[3] - tb[1])
+            for j, r in enumerate(results):
+                if j in used:
+                    continue
+                rb = _norm_box(r, rsize, mirrored)
+                rs = max(rb[2] - rb[0], rb[3] - rb[1])
+                d = float(np.linalg.norm((tb[:2] + tb[2:]) / 2 - (rb[:2] + rb[2:]) / 2) / max(ts, 1e-9))
+                ratio = rs / max(ts, 1e-9)
+                if d < 0.5 and 1 / 1.6 <= ratio <= 1.6:
+                    cands.append((d, i, j, iou(tb, rb)))
+        for d, i, j, overlap in sorted(cands):
+            if out[i].face is None and j not in used:
+                out[i] = Match(results[j], how, overlap)
+                used.add(j)
+    if identity is not None:
+        for i in range(len(targets)):
+            if out[i].face is not None:
+                continue
+            left = [j for j in range(len(results)) if j not in used]
+            if not left:
+                break
+            j = max(left, key=lambda k: identity(results[k]))
+            out[i] = Match(results[j], "identity", 0.0)
+            used.add(j)
     return out
 
 
@@ -94,15 +139,22 @@ def _eye_opening(lmk: np.ndarray, group: np.ndarray, corners: tuple[int, int], i
 def expression_features(lmk: np.ndarray) -> dict[str, float]:
     """Pose-independent expression measures, each divided by the inter-ocular distance.
 
-    mouth_open: mean inner-lip gap; mouth_width: corner to corner; eye_open_*:
-    lid opening of each (image-left / image-right) eye.
+    mouth_open: mean inner-lip gap; mouth_width: corner to corner; smile: how far the mouth
+    corners sit above the middle of the lips (across the eye line); eye_open_*: lid opening of
+    each (image-left / image-right) eye.
     """
     lmk = np.asarray(lmk, dtype=np.float64)
     iod = interocular(lmk)
     gaps = np.linalg.norm(lmk[LIP_PAIRS[:, 0]] - lmk[LIP_PAIRS[:, 1]], axis=1)
+    left, right = eye_centres(lmk)
+    axis = (right - left) / (np.linalg.norm(right - left) + 1e-9)
+    down = np.array([-axis[1], axis[0]])
+    corners = (lmk[MOUTH_CORNERS[0]] + lmk[MOUTH_CORNERS[1]]) / 2
+    middle = (lmk[62] + lmk[60]) / 2  # inner-lip centres, upper and lower
     return {
         "mouth_open": float(gaps.mean()) / iod,
         "mouth_width": float(np.linalg.norm(lmk[MOUTH_CORNERS[1]] - lmk[MOUTH_CORNERS[0]])) / iod,
+        "smile": float((middle - corners) @ down) / iod,
         "eye_open_left": _eye_opening(lmk, LEFT_EYE, EYE_CORNERS["left"], iod),
         "eye_open_right": _eye_opening(lmk, RIGHT_EYE, EYE_CORNERS["right"], iod),
     }
@@ -113,6 +165,37 @@ def expression_error(target_lmk: np.ndarray, result_lmk: np.ndarray) -> tuple[fl
     t, r = expression_features(target_lmk), expression_features(result_lmk)
     diffs = {k: r[k] - t[k] for k in EXPRESSION_FEATURES}
     return float(np.mean([abs(v) for v in diffs.values()])), diffs
+
+
+def expression_distance(a_lmk: np.ndarray, b_lmk: np.ndarray) -> float:
+    """Distance of two expressions: RMS of feature differences, each in its EXPRESSION_SCALE."""
+    a, b = expression_features(a_lmk), expression_features(b_lmk)
+    return float(np.sqrt(np.mean([((a[k] - b[k]) / EXPRESSION_SCALE[k]) ** 2 for k in EXPRESSION_FEATURES])))
+
+
+@dataclass(frozen=True)
+class ExpressionFollow:
+    """Whose expression the result wears: distances to the target's and to the source's."""
+
+    to_target: float
+    to_source: float
+    differ: bool  # the target's and the source's expressions differ enough to tell them apart
+
+    @property
+    def follows_target(self) -> bool:
+        return self.to_target < self.to_source
+
+    def to_json(self) -> dict:
+        return {"to_target": round(self.to_target, 3), "to_source": round(self.to_source, 3),
+                "differ": self.differ, "follows_target": self.follows_target}
+
+
+EXPRESSIONS_DIFFER = 1.0  # expression distance between target and source above which "nearer" means something
+
+
+def expression_follow(target_lmk: np.ndarray, source_lmk: np.ndarray, result_lmk: np.ndarray) -> ExpressionFollow:
+    return ExpressionFollow(expression_distance(result_lmk, target_lmk), expression_distance(result_lmk, source_lmk),
+                            expression_distance(target_lmk, source_lmk) > EXPRESSIONS_DIFFER)
 
 
 def similarity_fit(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
@@ -149,12 +232,26 @@ def angle_diff(a: float, b: float) -> float:
     return abs((a - b + 180.0) % 360.0 - 180.0)
 
 
+def face_pose(face: Face):
+    """Head pose (yaw, pitch, roll in degrees): a 3D face fitted to the 106 landmarks when they are
+    known (stable on every axis), else PnP on the 5 keypoints."""
+    if face.landmarks is not None:
+        from swapcli.analyse.mesh import fit_pose
+
+        return fit_pose(face.landmarks)
+    return head_pose(face.kps)
+
+
 def pose_error(target: Face, result: Face) -> dict[str, float]:
-    """Absolute yaw, pitch and roll differences (degrees) of the two head poses, and their mean."""
-    pt, pr = head_pose(target.kps), head_pose(result.kps)
+    """Absolute yaw, pitch and roll differences (degrees) of the two head poses and their mean,
+    plus the 5-point measures: `yaw_proxy` (difference of the nose's sideways offset from the
+    eye/mouth midline, in eye distances) and `roll_5pt` (difference of the eye-line angle)."""
+    pt, pr = face_pose(target), face_pose(result)
     err = {"yaw": angle_diff(pt.yaw, pr.yaw), "pitch": angle_diff(pt.pitch, pr.pitch),
            "roll": angle_diff(pt.roll, pr.roll)}
     err["mean"] = float(np.mean(list(err.values())))
+    err["yaw_proxy"] = abs(yaw_sign(target.kps) - yaw_sign(result.kps))
+    err["roll_5pt"] = angle_diff(roll_degrees(target.kps), roll_degrees(result.kps))
     return err
 
 
@@ -188,13 +285,19 @@ class FaceMetrics:
     expression_diff: dict[str, float]
     eye_error: float
     retrieval_rank: int | None = None
+    expression: ExpressionFollow | None = None  # with the source's landmarks
+    forehead_hair: float | None = None  # with both pictures (see forehead_hair_change)
+    grey_chroma: float | None = None  # when the target is greyscale (see face_chroma)
 
     @property
     def id_margin(self) -> float:
         return self.id_source - self.id_target
 
     def to_json(self) -> dict:
-        return {
+        extra = {"expression": self.expression.to_json() if self.expression else None,
+                 "forehead_hair": None if self.forehead_hair is None else round(self.forehead_hair, 4),
+                 "grey_chroma": self.grey_chroma}
+        return {**extra, 
             "id_source": round(self.id_source, 4),
             "id_target": round(self.id_target, 4),
             "id_margin": round(self.id_margin, 4),
@@ -207,11 +310,20 @@ class FaceMetrics:
 
 
 def face_metrics(target: Face, result: Face, source_emb: np.ndarray,
-                 gallery: Sequence[np.ndarray] | None = None) -> FaceMetrics:
-    """All per-face metrics; both faces need landmarks and embeddings."""
+                 gallery: Sequence[np.ndarray] | None = None, source_lmk: np.ndarray | None = None,
+                 pictures: tuple[np.ndarray, np.ndarray] | None = None) -> FaceMetrics:
+    """All per-face metrics; both faces need landmarks and embeddings. With the source's landmarks,
+    whose expression the result wears; with (target, result) pictures of the same size and
+    orientation, the forehead-hair change and, for a greyscale target, the colour in the face."""
     assert target.landmarks is not None and result.landmarks is not None
     assert target.embedding is not None and result.embedding is not None
     expr, diffs = expression_error(target.landmarks, result.landmarks)
+    follow = expression_follow(target.landmarks, source_lmk, result.landmarks) if source_lmk is not None else None
+    hair = chroma = None
+    if pictures is not None:
+        hair = forehead_hair_change(pictures[0], pictures[1], target.landmarks)
+        if is_greyscale(pictures[0]):
+            chroma = face_chroma(pictures[1], target.landmarks)
     return FaceMetrics(
         id_source=cosine(result.embedding, source_emb),
         id_target=cosine(result.embedding, target.embedding),
@@ -220,6 +332,9 @@ def face_metrics(target: Face, result: Face, source_emb: np.ndarray,
         expression_diff=diffs,
         eye_error=eye_error(target.landmarks, result.landmarks),
         retrieval_rank=retrieval_rank(result.embedding, source_emb, gallery) if gallery else None,
+        expression=follow,
+        forehead_hair=hair,
+        grey_chroma=chroma,
     )
 
 
@@ -230,7 +345,12 @@ def summarise(items: Sequence[FaceMetrics], gallery_size: int | None) -> dict:
     def mean(xs) -> float:
         return round(float(np.mean(list(xs))), 4)
 
-    pose = {k: round(float(np.mean([m.pose_error[k] for m in items])), 2) for k in ("yaw", "pitch", "roll", "mean")}
+    pose = {k: round(float(np.mean([m.pose_error[k] for m in items])), 2)
+            for k in ("yaw", "pitch", "roll", "mean", "yaw_proxy", "roll_5pt") if k in items[0].pose_error}
+    follows = [m.expression for m in items if m.expression is not None]
+    differ = [f for f in follows if f.differ]
+    hair = [m.forehead_hair for m in items if m.forehead_hair is not None]
+    chroma = [m.grey_chroma for m in items if m.grey_chroma is not None]
     out = {
         "id_source": mean(m.id_source for m in items),
         "id_target": mean(m.id_target for m in items),
@@ -238,6 +358,12 @@ def summarise(items: Sequence[FaceMetrics], gallery_size: int | None) -> dict:
         "pose_error": pose,
         "expression_error": mean(m.expression_error for m in items),
         "eye_error": mean(m.eye_error for m in items),
+        "expression_to_target": mean(f.to_target for f in follows) if follows else None,
+        "expression_to_source": mean(f.to_source for f in follows) if follows else None,
+        "expression_follows_target": mean(f.follows_target for f in differ) if differ else None,
+        "expression_pairs_differing": len(differ),
+        "forehead_hair": {"mean": mean(hair), "max": round(max(hair), 4)} if hair else None,
+        "grey_chroma": max(chroma) if chroma else None,
         "retrieval": None,
     }
     ranks = [m.retrieval_rank for m in items if m.retrieval_rank is not None]
@@ -302,3 +428,85 @@ def relative(result: float | None, target: float | None) -> dict | None:
         return None
     return {"result": round(result, 4), "target": round(target, 4), "excess": round(result - target, 4),
             "ratio": round(result / target, 3) if target > 1e-9 else None}
+
+
+# --------------------------------------------------------------------------- what must stay the target's
+
+BROW_TOPS = (np.array([48, 49, 51, 50]), np.array([102, 103, 104, 105]))  # outer to inner, each brow
+FOREHEAD_BAND = 0.3  # height of the band above the brows, in inter-ocular distances
+
+
+def forehead_band(shape: tuple[int, ...], lmk: np.ndarray, height: float = FOREHEAD_BAND) -> Region | None:
+    """The strip of forehead just above both brows (brow tops lifted by `height` eye distances
+    along the face's upward direction): where a source's fringe would land."""
+    lmk = np.asarray(lmk, dtype=np.float64)
+    left, right = eye_centres(lmk)
+    axis = (right - left) / (np.linalg.norm(right - left) + 1e-9)
+    up = -np.array([-axis[1], axis[0]])
+    tops = np.vstack([lmk[BROW_TOPS[0]], lmk[BROW_TOPS[1][::-1]]])
+    tops = tops[np.argsort(tops @ axis)]
+    poly = np.vstack([tops, (tops + up * height * interocular(lmk))[::-1]])
+    h, w = shape[:2]
+    x0, y0 = np.floor(poly.min(0)).astype(int)
+    x1, y1 = np.ceil(poly.max(0)).astype(int) + 1
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(mask, [np.round(poly - [x0, y0]).astype(np.int32)], 255)
+    return ((x0, y0, x1, y1), mask) if mask.any() else None
+
+
+def cheek_skin(image: np.ndarray, lmk: np.ndarray):
+    """A skin colour model of a face from its cheeks and nose bridge (the area between the lower
+    eyelids and the mouth corners, inside the outline)."""
+    from swapcli.analyse.skin import fit_skin, to_lab
+
+    lmk = np.asarray(lmk, dtype=np.float64)
+    poly = lmk[[36, 33, 37, 39, 75, 76, 77, 78, 80, 84, 83, 82, 81, 89, 90, 87, 91, 61, 52]]
+    region = face_region(image.shape, poly, shrink=0.0)
+    if region is None:
+        return None
+    (x0, y0, x1, y1), mask = region
+    nose = np.zeros_like(mask)
+    cv2.fillConvexPoly(nose, np.round(lmk[[78, 79, 80, 85, 84]] - [x0, y0]).astype(np.int32), 255)
+    sel = (mask > 0) & (nose == 0)
+    return fit_skin(to_lab(image[y0:y1, x0:x1])[sel])
+
+
+def forehead_hair_change(target: np.ndarray, result: np.ndarray, target_lmk: np.ndarray) -> float | None:
+    """Share of the target's skin just above the brows that is no longer skin-coloured in the
+    result (hair or a fringe pasted there), judged by the target's own cheek colour. None when the
+    target shows no forehead skin there (its own fringe covers it)."""
+    from swapcli.analyse.skin import to_lab
+
+    model = cheek_skin(target, target_lmk)
+    band = forehead_band(target.shape, target_lmk)
+    if model is None or band is None:
+        return None
+    (x0, y0, x1, y1), mask = band
+    skin_t = model.likelihood(to_lab(target[y0:y1, x0:x1])) > 0.5
+    sel = (mask > 0) & skin_t
+    if sel.sum() < 10:
+        return None
+    lost = model.likelihood(to_lab(result[y0:y1, x0:x1])) <= 0.5
+    return float((lost & sel).sum() / sel.sum())
+
+
+def face_chroma(image: np.ndarray, lmk: np.ndarray) -> float | None:
+    """Most colour inside the face: the largest max(B, G, R) - min(B, G, R) over the face's hull,
+    in 0-255 levels (0 for a pure greyscale face)."""
+    region = face_region(image.shape, lmk, shrink=0.0)
+    if region is None:
+        return None
+    (x0, y0, x1, y1), mask = region
+    px = image[y0:y1, x0:x1][mask > 0].astype(np.int16)
+    return float((px.max(1) - px.min(1)).max()) if len(px) else None
+
+
+def is_greyscale(image: np.ndarray, tolerance: int = 2) -> bool:
+    """True when the picture has no colour (every pixel's channels agree within `tolerance`)."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return True
+    px = image[::2, ::2].astype(np.int16)
+    return bool((px.max(2) - px.min(2)).max() <= tolerance)

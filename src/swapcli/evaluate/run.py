@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from swapcli.analyse.pose import head_pose
+import numpy as np
+
 from swapcli.core.errors import NoFaceError
 from swapcli.evaluate.inputs import Analyser, Gallery, Media, Source
-from swapcli.evaluate.metrics import FaceMetrics, face_metrics, match_faces, summarise
+from swapcli.evaluate.metrics import FaceMetrics, face_metrics, face_pose, match_faces, summarise
 from swapcli.evaluate.report import ReportRow, face_crop
 from swapcli.select.faces import select_faces
 
@@ -43,11 +44,25 @@ def source_crop(source: Source):
 def report_numbers(m: FaceMetrics) -> dict:
     return {"identity to source": m.id_source, "identity to target": m.id_target,
             "pose error (deg)": m.pose_error, "expression error": m.expression_error,
+            "expression": m.expression.to_json() if m.expression else None,
+            "forehead hair change": m.forehead_hair, "greyscale chroma": m.grey_chroma,
             "eye error": m.eye_error, "retrieval rank": m.retrieval_rank}
+
+
+def _aligned_result(result: np.ndarray, target_shape: tuple[int, ...], mirrored: bool) -> np.ndarray:
+    """The result picture in the target's pixels: resized to its size, flipped back if mirrored."""
+    import cv2
+
+    h, w = target_shape[:2]
+    if result.shape[:2] != (h, w):
+        result = cv2.resize(result, (w, h), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(result[:, ::-1]) if mirrored else result
 
 
 def evaluate_image(analyser: Analyser, source: Source, gallery: Gallery | None, target: Media, result: Media,
                    faces: str = "largest") -> Evaluation:
+    from swapcli.analyse.face import cosine
+
     found = analyser.detect(target.image)
     if not found:
         raise NoFaceError(f"{target.path}: no face found in the target image")
@@ -60,26 +75,37 @@ def evaluate_image(analyser: Analyser, source: Source, gallery: Gallery | None, 
     evaluation = Evaluation("image", {})
     items: list[FaceMetrics] = []
     gallery_embs = gallery.embeddings if gallery else None
-    for k, (t, (r, overlap)) in enumerate(zip(chosen, match_faces(chosen, in_result))):
+    source_lmk = source.faces[0][1].landmarks
+
+    def identity(face):
+        return cosine(analyser.embed(result.image, face), source.embedding)
+
+    matches = match_faces(chosen, in_result, target.size, result.size, identity)
+    for k, (t, match) in enumerate(zip(chosen, matches)):
+        r = match.face
         analyser.landmarks(target.image, t)
         analyser.embed(target.image, t)
         entry: dict = {"index": k, "target_bbox": [round(float(v), 1) for v in t.bbox], "matched": r is not None,
-                       "pose_target": head_pose(t.kps).to_json()}
+                       "matched_by": match.how, "pose_target": face_pose(t).to_json()}
+        shown = _aligned_result(result.image, target.image.shape, match.how == "mirrored")
         images = [("source", source_crop(source)), ("target", face_crop(target.image, t.bbox)),
-                  ("result", face_crop(result.image, t.bbox))]
+                  ("result", face_crop(shown, t.bbox))]
         numbers: dict = {"matched": r is not None}
         if r is not None:
             analyser.landmarks(result.image, r)
             analyser.embed(result.image, r)
-            m = face_metrics(t, r, source.embedding, gallery_embs)
+            m = face_metrics(t, r, source.embedding, gallery_embs, source_lmk, (target.image, shown))
             items.append(m)
-            entry.update({"result_bbox": [round(float(v), 1) for v in r.bbox], "iou": round(overlap, 3),
-                          "pose_result": head_pose(r.kps).to_json(), **m.to_json()})
+            entry.update({"result_bbox": [round(float(v), 1) for v in r.bbox], "iou": round(match.overlap, 3),
+                          "pose_result": face_pose(r).to_json(), **m.to_json()})
             numbers = report_numbers(m)
+            if match.how != "position":
+                evaluation.notes.append(f"face {k}: the result face was found by {match.how}, not at the same place")
         evaluation.faces.append(entry)
         evaluation.rows.append(ReportRow(f"face {k} (box {', '.join(str(int(v)) for v in t.bbox)})", images, numbers))
     if not items:
-        raise NoFaceError(f"{result.path}: no face where the target's face is (matched by box overlap)")
+        raise NoFaceError(f"{result.path}: no face in the result matches the target's face "
+                          "(by position, mirrored position or identity)")
     evaluation.metrics = summarise(items, len(gallery.names) if gallery else None)
     evaluation.metrics["faces_evaluated"] = len(items)
     evaluation.metrics["faces_unmatched"] = len(chosen) - len(items)

@@ -73,7 +73,9 @@ def _analyse(analyser: Analyser, index: int, tframe: np.ndarray, rframe: np.ndar
     if not chosen:
         return record
     found = analyser.detect(rframe)
-    for t, (r, _) in zip(chosen, match_faces(chosen, found)):
+    size = (tframe.shape[1], tframe.shape[0])
+    for t, match in zip(chosen, match_faces(chosen, found, size, size)):
+        r = match.face
         analyser.landmarks(tframe, t)
         region = face_region(tframe.shape, t.landmarks)
         pair = _Pair(t, r, mean_colour(tframe, region), mean_colour(rframe, region))
@@ -91,7 +93,7 @@ def _neighbour(record: _Frame | None, face: Face) -> _Pair | None:
     return best if iou(best.target.bbox, face.bbox) >= MIN_IOU else None
 
 
-def evaluate_video(analyser: Analyser, source: Source, gallery: Gallery | None, target: Media, result: Media,
+def evaluate_video(analyser: Analyser, source: Source, gallery: Gallery | None, target: Media, result: Media,  # noqa: C901
                    faces: str = "largest", frames: int = 32,
                    progress: Callable[[int, int | None], None] | None = None) -> Evaluation:
     from swapcli.read.video import FrameReader
@@ -135,7 +137,8 @@ def evaluate_video(analyser: Analyser, source: Source, gallery: Gallery | None, 
                     if pair.result is not None:
                         analyser.embed(tframe, pair.target)
                         analyser.embed(rframe, pair.result)
-                        m = face_metrics(pair.target, pair.result, source.embedding, gallery_embs)
+                        m = face_metrics(pair.target, pair.result, source.embedding, gallery_embs,
+                                         source.faces[0][1].landmarks, (tframe, rframe))
                         items.append(m)
                         entry.update(m.to_json())
                         numbers = report_numbers(m)

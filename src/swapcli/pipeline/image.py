@@ -12,7 +12,7 @@ from swapcli.core.errors import NoFaceError
 from swapcli.core.options import OutputOptions, SelectOptions
 from swapcli.pipeline.swapper import FaceReport, Swapper
 from swapcli.read.image import read_image
-from swapcli.select.faces import parse_faces, select_faces
+from swapcli.select.faces import parse_faces, select_faces, size_filter
 from swapcli.swap.base import SourceFace
 from swapcli.write.atomic import check_output
 from swapcli.write.image import format_for, write_image
@@ -25,6 +25,7 @@ class ImageResult:
     faces_found: int
     faces_swapped: int
     faces: list[FaceReport] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)  # faces too small to swap, with why
 
     def to_json(self) -> dict:
         return {
@@ -33,6 +34,7 @@ class ImageResult:
             "faces_found": self.faces_found,
             "faces_swapped": self.faces_swapped,
             "faces": [f.to_json() for f in self.faces],
+            "faces_skipped": self.skipped,
         }
 
 
@@ -56,6 +58,7 @@ def swap_image(
     faces = swapper.detect(frame)
     if not faces:
         raise NoFaceError(f"{target}: no face found in the target image")
+    _, skipped = size_filter(faces, select.faces, select.min_size, select.min_share, frame.shape)
     chosen = select_faces(
         faces,
         select.faces,
@@ -63,6 +66,8 @@ def swap_image(
         threshold=select.threshold,
         embed=lambda f: swapper.embed(loaded.bgr, f),
         min_size=select.min_size,
+        min_share=select.min_share,
+        shape=frame.shape,
     )
     if not chosen:
         why = "matches the reference" if reference is not None else f"is selected by --faces {select.faces}"
@@ -72,4 +77,4 @@ def swap_image(
     reports = swapper.swap_faces(frame, chosen, sources)
     with clock("write"):
         write_image(output, frame, loaded, out.quality, mark=out.mark, visible_label=out.visible_label)
-    return ImageResult(target, output, len(faces), len(reports), reports)
+    return ImageResult(target, output, len(faces), len(reports), reports, skipped)

@@ -18,7 +18,8 @@ from swapcli.core.options import EngineOptions
 from swapcli.core.timing import Clock
 from swapcli.read.image import read_image
 from swapcli.swap.base import SourceFace, SwapResult, swap_batch
-from swapcli.swap.crop import paste_back
+from swapcli.blend.occlusion import occlusion
+from swapcli.swap.crop import paste_back, roi_of
 from swapcli.swap.engines import create_compositor, create_engine, create_restorer
 
 
@@ -139,6 +140,12 @@ class Swapper:
             with self.clock("blend"):
                 for result, (frame, _, _) in zip(results, items):
                     paste_back(result, frame.shape)
+        # What covers each target face, judged on the untouched frames (before any face is pasted).
+        occluded: list[np.ndarray | None] = [None] * len(items)
+        if self.options.occlusion:
+            with self.clock("occlusion"):
+                occluded = [occlusion(frame, face, self._roi(result, frame.shape))
+                            for result, (frame, face, _) in zip(results, items)]
         reports: list[list[FaceReport]] = []
         k = 0
         with self.clock("blend"):
@@ -146,20 +153,28 @@ class Swapper:
                 done = []
                 on_device = self.compositor.upload(frame) if self.compositor is not None and jobs else None
                 for job in jobs:
-                    result, points = results[k], generated[k]
+                    result, points, occ = results[k], generated[k], occluded[k]
                     k += 1
                     if on_device is not None:
-                        info = self._paste_on_device(on_device, job, result, points)
+                        info = self._paste_on_device(on_device, job, result, points, occ)
                     else:
-                        info = blend(frame, job.face, result, points, job.params)
+                        info = blend(frame, job.face, result, points, job.params, occ)
                     done.append(FaceReport(job.face, info, result.info))
                 if on_device is not None:
                     frame[...] = self.compositor.download(on_device)
                 reports.append(done)
         return reports
 
-    def _paste_on_device(self, frame_t, job: FaceJob, result: SwapResult, generated: np.ndarray) -> BlendInfo:
+    @staticmethod
+    def _roi(result: SwapResult, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """The frame box a result is pasted into (crop results on the device have not made theirs yet)."""
+        if result.image is None and result.crop is not None:
+            return roi_of(result.matrix, int(result.crop.shape[0]), shape)[0]
+        return result.roi
+
+    def _paste_on_device(self, frame_t, job: FaceJob, result: SwapResult, generated: np.ndarray,
+                         occluded: np.ndarray | None = None) -> BlendInfo:
         shift = np.array(result.roi[:2], dtype=np.float32)
         offset, chosen = self.compositor.paste(frame_t, result.crop, result.matrix, job.face.landmarks,
-                                               generated + shift, job.face.kps, job.params)
+                                               generated + shift, job.face.kps, job.params, occluded)
         return BlendInfo(offset, chosen)

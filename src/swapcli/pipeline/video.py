@@ -29,7 +29,7 @@ from swapcli.core.options import OutputOptions, SelectOptions
 from swapcli.core.prefetch import Prefetch
 from swapcli.pipeline.swapper import FaceJob, Swapper
 from swapcli.read.video import FrameReader, probe
-from swapcli.select.faces import parse_faces
+from swapcli.select.faces import parse_faces, size_filter
 from swapcli.swap.base import SourceFace
 from swapcli.write.atomic import check_output
 from swapcli.write.video import VideoWriter
@@ -147,7 +147,7 @@ def swap_video(
                 batch = []
                 for (i, frame), found in zip(frames, swapper.detect_many([f for _, f in frames])):
                     t = float(i / fps)  # frames come without pts; VFR is spaced at the average rate
-                    faces = [f for f in found if f.size >= select.min_size]
+                    faces, _ = size_filter(found, select.faces, select.min_size, select.min_share, frame.shape)
                     with clock("track"):
                         tracked = tracker.update(
                             faces, t,

@@ -19,6 +19,38 @@ def parse_faces(spec: str) -> str | int:
     raise UsageError(f"--faces must be 'largest', 'all' or a face index (0 = leftmost), not '{spec}'")
 
 
+MIN_SHARE = 0.35  # with --faces all|N, faces smaller than this share of the largest face are ignored
+IMAGE_FLOOR = 0.02  # ... and faces smaller than this share of the picture's shorter side
+
+
+def size_filter(faces: Sequence[Face], spec: str, min_size: float = 0.0, min_share: float = MIN_SHARE,
+                shape: tuple[int, ...] | None = None) -> tuple[list[Face], list[dict]]:
+    """Faces big enough to swap, and the skipped ones with why.
+
+    `min_size` (px) always applies. With --faces all or N, background faces are left alone too:
+    those under `min_share` of the largest face, or under IMAGE_FLOOR x `min_share` / MIN_SHARE of
+    the picture's shorter side (crowds, blurred passers-by); `min_share` 0 turns both off.
+    """
+    mode = parse_faces(spec)
+    kept, skipped = [], []
+    largest = max((f.size for f in faces), default=0.0)
+    floor = IMAGE_FLOOR * (min_share / MIN_SHARE) * min(shape[:2]) if shape is not None else 0.0
+    for f in faces:
+        why = None
+        if f.size < min_size:
+            why = f"smaller than --min-face-size {min_size:g} px"
+        elif mode != "largest" and min_share > 0:
+            if f.size < min_share * largest:
+                why = f"under {min_share:g} of the largest face ({largest:.0f} px)"
+            elif f.size < floor:
+                why = f"under {floor:.0f} px ({IMAGE_FLOOR * min_share / MIN_SHARE:.3g} of the picture)"
+        if why is None:
+            kept.append(f)
+        else:
+            skipped.append({"bbox": [round(float(v), 1) for v in f.bbox], "size": round(f.size, 1), "why": why})
+    return kept, skipped
+
+
 def select_faces(
     faces: Sequence[Face],
     spec: str,
@@ -26,10 +58,12 @@ def select_faces(
     threshold: float = 0.3,
     embed: Callable[[Face], np.ndarray] | None = None,
     min_size: float = 0.0,
+    min_share: float = 0.0,
+    shape: tuple[int, ...] | None = None,
 ) -> list[Face]:
-    """Faces arrive left to right; N indexes that order (after --min-size)."""
+    """Faces arrive left to right; N indexes that order (after the size filter)."""
     mode = parse_faces(spec)
-    pool = [f for f in faces if f.size >= min_size]
+    pool, _ = size_filter(faces, spec, min_size, min_share, shape)
     if reference is not None:
         if embed is None:
             raise ValueError("reference selection needs an embedder")

@@ -1,0 +1,186 @@
+"""What this face's skin looks like, and how far any pixel is from it.
+
+A per-face colour model (robust centre and spread in CIELAB) learned from the face's own cheeks
+and nose. It tells hair, a fringe, glasses frames, a microphone or a mask from skin on the same
+face, whatever the person's complexion or the photo's white balance. Lightness gets a wide
+tolerance (shading moves it), chroma a narrow one; in a greyscale photo only lightness speaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+def to_lab(bgr: np.ndarray) -> np.ndarray:
+    """float32 CIELAB (L 0..100, a/b about -128..127) of a BGR image in 0..255 (any dtype)."""
+    return cv2.cvtColor(np.asarray(bgr, dtype=np.float32) * (1.0 / 255.0), cv2.COLOR_BGR2LAB)
+
+
+def from_lab(lab: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(np.asarray(lab, dtype=np.float32), cv2.COLOR_LAB2BGR) * 255.0
+
+
+def shading_free(lab: np.ndarray) -> np.ndarray:
+    """(L, a', b'): chroma divided by lightness, so the same skin in light and in shadow agrees."""
+    lab = np.asarray(lab, dtype=np.float32)
+    out = lab.copy()
+    k = 60.0 / (lab[..., :1] + 10.0)
+    out[..., 1:] = lab[..., 1:] * k
+    return out
+
+
+@dataclass(frozen=True)
+class SkinModel:
+    centre: np.ndarray  # (3,) L, a', b' (see shading_free)
+    spread: np.ndarray  # (3,) robust standard deviations
+    grey: bool  # the photo carries no colour here (greyscale or a monochrome tint)
+
+    def distance(self, lab: np.ndarray) -> np.ndarray:
+        """Normalised distance to this skin (about 1 at the edge of its variation). Lightness
+        gets a wide tolerance: shading moves it more than any change of material."""
+        tol = np.array([3.0 * max(self.spread[0], 6.0) + 20.0, 3.0 * self.spread[1] + 5.0,
+                        3.0 * self.spread[2] + 5.0], dtype=np.float32)
+        d = (shading_free(lab) - self.centre.astype(np.float32)) / tol
+        return np.sqrt((d * d).sum(-1))
+
+    def likelihood(self, lab: np.ndarray) -> np.ndarray:
+        """1 = plainly this skin, 0 = plainly not, linear in between."""
+        return np.clip(2.0 - self.distance(lab), 0.0, 1.0)
+
+
+def fit_skin(lab_pixels: np.ndarray) -> SkinModel | None:
+    """Robust model from (N, 3) Lab samples of skin (a few stray non-skin samples are fine)."""
+    x = shading_free(np.asarray(lab_pixels, dtype=np.float32).reshape(-1, 3))
+    if len(x) < 20:
+        return None
+    centre = np.median(x, axis=0)
+    spread = 1.4826 * np.median(np.abs(x - centre), axis=0)
+    keep = np.abs(x - centre) <= 3.0 * spread + 1e-3
+    x = x[keep.all(1)] if keep.all(1).sum() >= 20 else x
+    centre = np.median(x, axis=0)
+    spread = np.maximum(1.4826 * np.median(np.abs(x - centre), axis=0), 0.5)
+    grey = bool(np.hypot(*np.percentile(np.abs(x[:, 1:]), 95, axis=0)) < 3.0 and spread[1:].max() < 1.5)
+    return SkinModel(centre=centre, spread=spread, grey=grey)
+
+
+# --------------------------------------------------------------------------- per face
+
+DARK_LIMIT = 25.0  # L units darker than the skin around it: hair, frames (not shadow)
+DARK_LIMIT_STRICT = 15.0  # ... catches stubble too, and some deep shadow (for sources, which are inpainted)
+LOCAL_SIGMA = 0.2  # window of "the skin around it", in eye distances
+NEIGHBOURHOOD = 0.05  # skin is judged over neighbourhoods this wide (eye distances): no specks
+
+
+def sure_skin_triangles() -> np.ndarray:
+    """Mesh triangles that are skin on nearly everyone: the upper cheeks and the nose between the
+    eyes and the nostrils (no beard, no fringe, no lashes)."""
+    from swapcli.analyse import mesh
+
+    tris = mesh.triangles()
+    ys = mesh.TEMPLATE[tris][..., 1]
+    return ((mesh.regions() == mesh.SKIN) & (ys.max(1) <= mesh.TEMPLATE[80, 1] - 0.05)
+            & (ys.min(1) >= mesh.TEMPLATE[mesh.LEFT_EYE_RING, 1].min()))
+
+
+def face_raster(face, shape: tuple[int, int], origin=(0, 0)):
+    """The face's own mesh rasterised over a region of `shape` whose corner is `origin`."""
+    from swapcli.analyse import mesh
+    from swapcli.core.raster import rasterise
+
+    pose = face_pose(face)
+    verts = mesh.place(face.landmarks, pose) - np.asarray(origin, dtype=np.float64)
+    return rasterise(verts, mesh.triangles(), shape, pose.depth(mesh.TEMPLATE)), pose
+
+
+def face_pose(face):
+    """The 3D head pose fitted to a face's 106 landmarks (cached on the face)."""
+    from swapcli.analyse import mesh
+
+    pose = face.extra.get("pose3d")
+    if pose is None:
+        pose = mesh.fit_pose(face.landmarks)
+        face.extra["pose3d"] = pose
+    return pose
+
+
+def face_box(face, shape: tuple[int, ...], margin: float = 0.0) -> tuple[int, int, int, int]:
+    """Integer box around the face's mesh (forehead and outer ring included), clipped."""
+    from swapcli.analyse import mesh
+
+    verts = mesh.place(face.landmarks, face_pose(face))
+    pad = margin * face_pose(face).scale
+    h, w = shape[:2]
+    x0, y0 = np.floor(verts.min(0) - pad).astype(int)
+    x1, y1 = np.ceil(verts.max(0) + pad).astype(int) + 1
+    return max(0, int(x0)), max(0, int(y0)), min(w, int(x1)), min(h, int(y1))
+
+
+def face_skin(image: np.ndarray, face) -> SkinModel | None:
+    """This face's skin colour, learned from its surest skin (cached on the face)."""
+    if "skin" in face.extra:
+        return face.extra["skin"]
+    x0, y0, x1, y1 = face_box(face, image.shape)
+    model = None
+    if x1 - x0 >= 4 and y1 - y0 >= 4:
+        r, pose = face_raster(face, (y1 - y0, x1 - x0), (x0, y0))
+        sel = r.per_triangle(sure_skin_triangles(), False) & (r.gather(pose.visibility()) > 0.5)
+        model = fit_skin(to_lab(image[y0:y1, x0:x1])[sel])
+    face.extra["skin"] = model
+    return model
+
+
+def decisive(likelihood: np.ndarray, sigma: float) -> np.ndarray:
+    """Likelihood averaged over a neighbourhood, then made decisive (mostly skin -> 1)."""
+    m = cv2.GaussianBlur(likelihood.astype(np.float32), (0, 0), sigma)
+    t = np.clip((m - 0.45) / 0.35, 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+@dataclass(frozen=True)
+class SkinMap:
+    """Where a photo shows a face's clean skin, over the face's box (1 skin, 0 not; 1 outside)."""
+
+    box: tuple[int, int, int, int]
+    values: np.ndarray  # float32, box-sized
+
+    def sample(self, xy: np.ndarray) -> np.ndarray:
+        """Values at image positions (..., 2) (bilinear; 1 outside the box)."""
+        x0, y0 = self.box[:2]
+        return cv2.remap(self.values, (xy[..., 0] - x0).astype(np.float32), (xy[..., 1] - y0).astype(np.float32),
+                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)
+
+    def crop(self, box: tuple[int, int, int, int]) -> np.ndarray:
+        """Values over another box of the same image (1 outside this map's box)."""
+        x0, y0, x1, y1 = box
+        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+        return self.sample(np.dstack([xs, ys]))
+
+
+def skin_map(image: np.ndarray, face, dark_limit: float | None = None) -> SkinMap | None:
+    """Where the photo shows this face's clean skin (1) or something else (0): hair, a fringe, a
+    dark beard, glasses frames, a microphone, a mask. Judged on colour with shading removed, and on
+    being much darker than the skin around it (hair is, shadow is not), over small neighbourhoods,
+    in the face's box. Cached on the face. None when the face has no measurable skin."""
+    limit = DARK_LIMIT if dark_limit is None else dark_limit
+    key = f"skin_map:{limit:g}"
+    if key in face.extra:
+        return face.extra[key]
+    from swapcli.core.geometry import soft_mean
+
+    model = face_skin(image, face)
+    out = None
+    x0, y0, x1, y1 = face_box(face, image.shape)
+    if model is not None and x1 - x0 >= 4 and y1 - y0 >= 4:
+        scale = face_pose(face).scale
+        lab = to_lab(image[y0:y1, x0:x1])
+        colour = model.likelihood(lab)
+        local = soft_mean(lab[..., :1], colour, max(2.0, LOCAL_SIGMA * scale), prior_weight=0.05)[..., 0] \
+            if np.isfinite(limit) else None
+        dark = np.clip((lab[..., 0] - (local - limit)) / 8.0 + 0.5, 0.0, 1.0) if np.isfinite(limit) else 1.0
+        values = decisive(np.minimum(colour, dark), max(1.0, NEIGHBOURHOOD * scale))
+        out = SkinMap((x0, y0, x1, y1), values.astype(np.float32))
+    face.extra[key] = out
+    return out

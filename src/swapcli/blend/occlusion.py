@@ -1,0 +1,55 @@
+"""What covers the target's face, estimated offline: the blend keeps the target there.
+
+No occluder model ships in any package this tool can install, so the estimate comes from the face
+itself: where the face's mesh says skin should be (cheeks, nose, chin, forehead, temples) but the
+photo shows something that is not this face's skin (a microphone, a mask, a hand in a glove, hair
+strands, a beard, glasses frames), the target's own pixels stay in front. Small gaps across the
+eyes, brows and lips are closed, so an occluder that crosses a feature stays whole. Every engine
+gets the same estimate through swapcli.blend.paste.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from swapcli.analyse import mesh
+from swapcli.analyse.face import Face
+from swapcli.analyse.skin import face_raster, skin_map
+
+# Where skin is expected on every face (features and their dark rims are judged by their
+# neighbours; outside the outline is background, which no blend reaches).
+EXPECT_SKIN = (mesh.SKIN, mesh.FOREHEAD)
+EDGE = 0.08  # the face's own edge (eye distances) is left to the blend's feather
+CLOSE = 0.12  # gaps narrower than this (eye distances) inside an occluder are closed
+MIN_AREA = 0.04  # occluded blobs smaller than this (eye distances squared) are noise
+DARK = 30.0  # L units darker than the skin around it that count as covering (shadows are less)
+
+
+def occlusion(frame: np.ndarray, face: Face, roi: tuple[int, int, int, int]) -> np.ndarray | None:
+    """Float32 ROI-sized map: 1 where something covers the target face, 0 where its skin shows.
+
+    None when the face has no measurable skin (then nothing is kept).
+    """
+    if face.landmarks is None:
+        return None
+    sm = skin_map(frame, face, DARK)
+    if sm is None:
+        return None
+    x0, y0, x1, y1 = roi
+    shape = (y1 - y0, x1 - x0)
+    r, pose = face_raster(face, shape, (x0, y0))
+    region = r.per_triangle(mesh.regions(), -1)
+    expect = (np.isin(region, EXPECT_SKIN) & (r.gather(pose.visibility()) > 0.2)).astype(np.uint8)
+    e = max(3, int(round(EDGE * pose.scale)) | 1)
+    expect = cv2.erode(expect, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (e, e))) > 0
+    covered = (1.0 - sm.crop(roi)) * expect
+    hard = (covered > 0.5).astype(np.uint8)
+    k = max(3, int(round(CLOSE * pose.scale)) | 1)
+    hard = cv2.morphologyEx(hard, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(hard, connectivity=8)
+    small = stats[:, cv2.CC_STAT_AREA] < MIN_AREA * pose.scale ** 2
+    small[0] = True
+    hard[small[labels]] = 0
+    soft = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), max(0.7, 0.015 * pose.scale))
+    return np.maximum(soft, covered * hard).astype(np.float32)

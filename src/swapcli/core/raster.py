@@ -1,0 +1,75 @@
+"""Triangles to pixels: which mesh triangle covers each pixel of a region, and where in it.
+
+A mesh placed on a face is rasterised once; every per-pixel quantity the engine needs (where to
+sample the source, its mirror image or the target; visibility; regions) is then a barycentric mix
+of per-vertex values, so all of them agree exactly and no image is resampled twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+SUBPIXEL = 4  # cv2 fixed-point bits for triangle corners
+
+
+@dataclass
+class Raster:
+    index: np.ndarray  # (h, w) int32 triangle index, -1 where no triangle
+    bary: np.ndarray  # (h, w, 3) float32 barycentric weights of the triangle's corners
+    corners: np.ndarray  # (h, w, 3) int32 vertex indices of the triangle's corners
+
+    @property
+    def covered(self) -> np.ndarray:
+        return self.index >= 0
+
+    def gather(self, values: np.ndarray) -> np.ndarray:
+        """Per-vertex values (V,) or (V, K) interpolated at every pixel: (h, w) or (h, w, K)."""
+        values = np.asarray(values, dtype=np.float32)
+        v = values[self.corners]  # (h, w, 3[, K])
+        if values.ndim == 1:
+            return np.einsum("hwc,hwc->hw", v, self.bary)
+        return np.einsum("hwck,hwc->hwk", v, self.bary)
+
+    def per_triangle(self, values: np.ndarray, fill=0) -> np.ndarray:
+        """A per-triangle value at every pixel (fill where no triangle)."""
+        values = np.asarray(values)
+        out = np.where(self.covered, values[np.maximum(self.index, 0)], fill)
+        return out.astype(values.dtype)
+
+
+def rasterise(verts: np.ndarray, tris: np.ndarray, shape: tuple[int, int], depth: np.ndarray | None = None) -> Raster:
+    """Rasterise triangles given by 2D vertices (pixels of the region) into an (h, w) region.
+
+    `depth` (per vertex, larger = farther) paints far triangles first, so where a turned face
+    folds over itself the nearer surface wins. Degenerate triangles (a closed mouth's inside)
+    cover nothing.
+    """
+    h, w = shape
+    verts = np.asarray(verts, dtype=np.float64)
+    corner = verts[tris]  # (T, 3, 2)
+    a, b, c = corner[:, 0], corner[:, 1], corner[:, 2]
+    area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
+    order = np.arange(len(tris))
+    if depth is not None:
+        order = np.argsort(-np.asarray(depth, dtype=np.float64)[tris].mean(1), kind="stable")
+    index = np.full((h, w), -1, dtype=np.int32)
+    fixed = np.round(corner * (1 << SUBPIXEL)).astype(np.int32)
+    for k in order:
+        if abs(area[k]) < 1e-3:
+            continue
+        cv2.fillConvexPoly(index, fixed[k], int(k), lineType=cv2.LINE_8, shift=SUBPIXEL)
+    # Barycentric weights: [x, y, 1] = M @ bary with M's columns the corners (homogeneous).
+    m = np.concatenate([corner.transpose(0, 2, 1), np.ones((len(tris), 1, 3))], axis=1)  # (T, 3, 3)
+    ok = np.abs(area) >= 1e-3
+    inv = np.zeros_like(m)
+    inv[ok] = np.linalg.inv(m[ok])
+    k = np.maximum(index, 0)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    mk = inv[k].astype(np.float32)  # (h, w, 3, 3)
+    bary = mk[..., 0] * xs[..., None] + mk[..., 1] * ys[..., None] + mk[..., 2]
+    bary[index < 0] = 0.0
+    corners = np.asarray(tris, dtype=np.int32)[k]
+    return Raster(index=index, bary=bary.astype(np.float32), corners=corners)
