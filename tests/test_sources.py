@@ -24,19 +24,18 @@ def test_engine_picks_the_source_whose_turn_matches(photos, analyser):
     for face in (turned, frontal):
         analyser.landmarks(t1, face)
         candidates.append(SourceFace(t1, face))
-    # For a target turned like `turned`, that photo itself wins, unmirrored.
-    chosen, mirrored = MorphEngine.choose(turned, candidates)
-    assert chosen is candidates[0] and not mirrored
-    # For a target turned the other way, the same photo wins mirrored.
-    flipped = turned.kps.copy()
-    flipped[:, 0] = 2 * turned.kps[2, 0] - turned.kps[:, 0]  # mirror about the nose
-    from swapcli.analyse.face import MIRROR_5, Face
+    engine = MorphEngine()
+    # For a target turned like `turned`, that photo itself wins, unmirrored, with no turn gap.
+    chosen, mirrored, gap = engine.choose(turned, candidates)
+    assert chosen is candidates[0] and not mirrored and gap < 1.0
+    # For a target turned the other way (the same face seen in a mirror), the same photo wins mirrored.
+    from swapcli.analyse.face import mirror_face
 
-    other_way = Face(bbox=turned.bbox, score=1.0, kps=flipped[MIRROR_5])
-    chosen, mirrored = MorphEngine.choose(other_way, candidates)
-    assert chosen is candidates[0] and mirrored
+    other_way = mirror_face(turned, t1.shape[1])
+    chosen, mirrored, gap = engine.choose(other_way, candidates)
+    assert chosen is candidates[0] and mirrored and gap < 1.0
     # For a frontal target, the frontal photo wins.
-    chosen, _ = MorphEngine.choose(frontal, candidates)
+    chosen, _, _ = engine.choose(frontal, candidates)
     assert chosen is candidates[1]
 
 

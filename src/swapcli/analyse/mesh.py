@@ -269,14 +269,20 @@ def fit_pose(landmarks: np.ndarray) -> HeadPose:
     return HeadPose(scale, rot, shift)
 
 
+def _extra_tables() -> tuple[np.ndarray, np.ndarray]:
+    parents = np.zeros((len(EXTRAS), 106))
+    for k, e in enumerate(EXTRAS):
+        parents[k, list(e.parents)] = 1.0 / len(e.parents)
+    return parents, np.array([e.offset for e in EXTRAS])
+
+
+_PARENTS, _OFFSETS = _extra_tables()
+
+
 def place(landmarks: np.ndarray, pose: HeadPose) -> np.ndarray:
     """(N_VERTS, 2) image positions of every mesh vertex for a face with these landmarks."""
     lmk = np.asarray(landmarks, dtype=np.float64)
-    out = np.empty((N_VERTS, 2))
-    out[:106] = lmk
-    for k, e in enumerate(EXTRAS):
-        out[106 + k] = lmk[list(e.parents)].mean(0) + pose.scale * (np.asarray(e.offset) @ pose.rot[:2].T)
-    return out
+    return np.vstack([lmk, _PARENTS @ lmk + pose.scale * (_OFFSETS @ pose.rot[:2].T)])
 
 
 def frontal(landmarks: np.ndarray, pose: HeadPose) -> np.ndarray:

@@ -23,6 +23,9 @@ def from_lab(lab: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.asarray(lab, dtype=np.float32), cv2.COLOR_LAB2BGR) * 255.0
 
 
+TOL = 2.0  # scales every colour tolerance of the skin models (1 flags shaded skin in warm photos)
+
+
 def shading_free(lab: np.ndarray) -> np.ndarray:
     """(L, a', b'): chroma divided by lightness, so the same skin in light and in shadow agrees."""
     lab = np.asarray(lab, dtype=np.float32)
@@ -41,8 +44,8 @@ class SkinModel:
     def distance(self, lab: np.ndarray) -> np.ndarray:
         """Normalised distance to this skin (about 1 at the edge of its variation). Lightness
         gets a wide tolerance: shading moves it more than any change of material."""
-        tol = np.array([3.0 * max(self.spread[0], 6.0) + 20.0, 3.0 * self.spread[1] + 5.0,
-                        3.0 * self.spread[2] + 5.0], dtype=np.float32)
+        tol = TOL * np.array([3.0 * max(self.spread[0], 6.0) + 20.0, 3.0 * self.spread[1] + 5.0,
+                              3.0 * self.spread[2] + 5.0], dtype=np.float32)
         d = (shading_free(lab) - self.centre.astype(np.float32)) / tol
         return np.sqrt((d * d).sum(-1))
 
@@ -68,7 +71,7 @@ def fit_skin(lab_pixels: np.ndarray) -> SkinModel | None:
 
 # --------------------------------------------------------------------------- per face
 
-DARK_LIMIT = 25.0  # L units darker than the skin around it: hair, frames (not shadow)
+DARK_LIMIT = 30.0  # L units darker than the skin around it: hair, frames, a microphone (not shadow)
 DARK_LIMIT_STRICT = 15.0  # ... catches stubble too, and some deep shadow (for sources, which are inpainted)
 LOCAL_SIGMA = 0.2  # window of "the skin around it", in eye distances
 NEIGHBOURHOOD = 0.05  # skin is judged over neighbourhoods this wide (eye distances): no specks

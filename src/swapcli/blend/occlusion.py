@@ -23,7 +23,6 @@ EXPECT_SKIN = (mesh.SKIN, mesh.FOREHEAD)
 EDGE = 0.08  # the face's own edge (eye distances) is left to the blend's feather
 CLOSE = 0.12  # gaps narrower than this (eye distances) inside an occluder are closed
 MIN_AREA = 0.04  # occluded blobs smaller than this (eye distances squared) are noise
-DARK = 30.0  # L units darker than the skin around it that count as covering (shadows are less)
 
 
 def occlusion(frame: np.ndarray, face: Face, roi: tuple[int, int, int, int]) -> np.ndarray | None:
@@ -33,7 +32,7 @@ def occlusion(frame: np.ndarray, face: Face, roi: tuple[int, int, int, int]) -> 
     """
     if face.landmarks is None:
         return None
-    sm = skin_map(frame, face, DARK)
+    sm = skin_map(frame, face)
     if sm is None:
         return None
     x0, y0, x1, y1 = roi

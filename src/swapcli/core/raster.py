@@ -66,10 +66,13 @@ def rasterise(verts: np.ndarray, tris: np.ndarray, shape: tuple[int, int], depth
     ok = np.abs(area) >= 1e-3
     inv = np.zeros_like(m)
     inv[ok] = np.linalg.inv(m[ok])
+    inv = inv.astype(np.float32)
     k = np.maximum(index, 0)
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    mk = inv[k].astype(np.float32)  # (h, w, 3, 3)
-    bary = mk[..., 0] * xs[..., None] + mk[..., 1] * ys[..., None] + mk[..., 2]
+    xs = np.arange(w, dtype=np.float32)[None, :, None]
+    ys = np.arange(h, dtype=np.float32)[:, None, None]
+    bary = inv[:, :, 0][k] * xs
+    bary += inv[:, :, 1][k] * ys
+    bary += inv[:, :, 2][k]
     bary[index < 0] = 0.0
     corners = np.asarray(tris, dtype=np.int32)[k]
-    return Raster(index=index, bary=bary.astype(np.float32), corners=corners)
+    return Raster(index=index, bary=bary, corners=corners)

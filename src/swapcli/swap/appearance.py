@@ -10,12 +10,9 @@ neither waxy on a sharp photo nor crisp on a soft one.
 
 from __future__ import annotations
 
-import zlib
-
 import cv2
 import numpy as np
 
-from swapcli.analyse.skin import from_lab, to_lab
 from swapcli.core.geometry import soft_mean
 
 
@@ -27,23 +24,22 @@ def _weighted_std(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def transfer_colour(
-    source_bgr: np.ndarray,
-    target_bgr: np.ndarray,
+    source_lab: np.ndarray,
+    target_lab: np.ndarray,
     source_skin: np.ndarray,
     target_skin: np.ndarray,
     sigma: float,
 ) -> np.ndarray:
-    """Relight and recolour `source_bgr` (float32, region-sized) like `target_bgr`.
+    """Recolour and relight `source_lab` (CIELAB, region-sized) like `target_lab`; returns Lab.
 
-    Both images show the same face geometry (the target warped onto the same mesh), and the skin
-    weights say where each may be measured.
+    Both show the same face geometry (the target warped onto the same mesh), and the skin weights
+    say where each may be measured.
     """
-    ls, lt = to_lab(source_bgr), to_lab(target_bgr)
+    ls, lt = source_lab, target_lab
     ws = source_skin.astype(np.float32)
     wt = target_skin.astype(np.float32)
-    both = np.minimum(ws, wt)
-    if both.sum() < 20:
-        return source_bgr
+    if np.minimum(ws, wt).sum() < 20:
+        return ls
     ms = soft_mean(ls, ws, sigma, prior_weight=0.05)
     mt = soft_mean(lt, wt, sigma, prior_weight=0.05)
     out = np.empty_like(ls)
@@ -56,7 +52,7 @@ def transfer_colour(
     st = _weighted_std(lt[..., 1:] - mt[..., 1:], wt)
     k = np.clip(st / np.maximum(ss, 1e-3), 0.0, 1.0).astype(np.float32)
     out[..., 1:] = mt[..., 1:] + (ls[..., 1:] - ms[..., 1:]) * k
-    return np.clip(from_lab(out), 0.0, 255.0)
+    return out
 
 
 def _fine_noise(lightness: np.ndarray, weight: np.ndarray) -> float:
@@ -82,59 +78,32 @@ def _white_to_fine() -> float:
 
 def match_grain(
     rendered_bgr: np.ndarray,
-    target_bgr: np.ndarray,
+    rendered_l: np.ndarray,
+    target_l: np.ndarray,
     rendered_skin: np.ndarray,
     target_skin: np.ndarray,
+    seed: int = 0,
 ) -> tuple[np.ndarray, dict]:
     """Blur a too-crisp face, or add the target's grain to a too-smooth one.
 
-    Measured on skin only, on lightness; grain is added to lightness (a greyscale photo stays
-    grey). The noise is seeded from the target pixels, so a run is repeatable.
+    Measured on skin only, on lightness (`*_l`); grain is added to lightness (a greyscale photo
+    stays grey). The noise comes from `seed`, so a run is repeatable.
     """
-    lr = to_lab(rendered_bgr)[..., 0]
-    lt = to_lab(target_bgr)[..., 0]
+    lr, lt = rendered_l, target_l
     nr = _fine_noise(lr, rendered_skin)
     nt = _fine_noise(lt, target_skin)
     info = {"grain_target": round(nt, 2), "grain_face": round(nr, 2)}
     out = rendered_bgr
     if nr > 1.35 * nt + 0.3:
         for sigma in (0.5, 0.7, 1.0, 1.4, 2.0):
-            out = cv2.GaussianBlur(rendered_bgr, (0, 0), sigma)
-            if _fine_noise(to_lab(out)[..., 0], rendered_skin) <= 1.15 * nt + 0.2:
+            if _fine_noise(cv2.GaussianBlur(lr, (0, 0), sigma), rendered_skin) <= 1.15 * nt + 0.2:
                 break
+        out = cv2.GaussianBlur(rendered_bgr, (0, 0), sigma)
         info["blur"] = sigma
     elif nt > 1.2 * nr + 0.2:
         add = np.sqrt(max(nt * nt - nr * nr, 0.0)) / _white_to_fine()
-        seed = zlib.crc32(np.ascontiguousarray(target_bgr[::7, ::7]).astype(np.uint8).tobytes())
         noise = np.random.default_rng(seed).standard_normal(rendered_bgr.shape[:2]).astype(np.float32)
         scale = 2.55 * add  # L units (0..100) to 0..255 grey levels
         out = rendered_bgr + (noise * scale)[..., None]
         info["grain_added"] = round(add, 2)
     return np.clip(out, 0.0, 255.0), info
-
-
-# --------------------------------------------------------------------------- light from shape
-
-def sh_basis(normals: np.ndarray) -> np.ndarray:
-    """Second-order spherical-harmonic basis (9 terms, constants folded into the coefficients) of
-    unit normals (..., 3) in camera axes."""
-    x, y, z = normals[..., 0], normals[..., 1], normals[..., 2]
-    return np.stack([np.ones_like(x), x, y, z, x * y, x * z, y * z, x * x - y * y, 3 * z * z - 1], axis=-1)
-
-
-def fit_lighting(lightness: np.ndarray, normals: np.ndarray, weight: np.ndarray) -> np.ndarray | None:
-    """The light on a face: shading(n) = c . sh(n), fitted to the lightness of its skin (weighted
-    least squares, lightly regularised towards flat light). None with too little skin."""
-    sel = weight > 0.5
-    if sel.sum() < 50:
-        return None
-    b = sh_basis(normals[sel]).astype(np.float64)
-    y = lightness[sel].astype(np.float64)
-    mean = float(y.mean())
-    ridge = np.diag([0.0, 1, 1, 1, 3, 3, 3, 3, 3]) * 0.05 * len(y)
-    coeffs = np.linalg.solve(b.T @ b + ridge, b.T @ y + ridge @ np.r_[mean, np.zeros(8)])
-    return coeffs
-
-
-def shading(normals: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
-    return (sh_basis(normals) @ coeffs).astype(np.float32)
