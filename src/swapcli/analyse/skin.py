@@ -23,7 +23,7 @@ def from_lab(lab: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.asarray(lab, dtype=np.float32), cv2.COLOR_LAB2BGR) * 255.0
 
 
-TOL = 2.0  # scales every colour tolerance of the skin models (1 flags shaded skin in warm photos)
+TOL = 2.0  # scales the colour tolerances of the skin models (1 flags shaded skin in warm photos)
 
 
 def shading_free(lab: np.ndarray) -> np.ndarray:
@@ -41,21 +41,23 @@ class SkinModel:
     spread: np.ndarray  # (3,) robust standard deviations
     grey: bool  # the photo carries no colour here (greyscale or a monochrome tint)
 
-    def distance(self, lab: np.ndarray) -> np.ndarray:
-        """Normalised distance to this skin (about 1 at the edge of its variation). Lightness
-        gets a wide tolerance: shading moves it more than any change of material."""
-        tol = TOL * np.array([3.0 * max(self.spread[0], 6.0) + 20.0, 3.0 * self.spread[1] + 5.0,
-                              3.0 * self.spread[2] + 5.0], dtype=np.float32)
+    def distance(self, lab: np.ndarray, tol: float | None = None) -> np.ndarray:
+        """Normalised distance to this skin (about 1 at the edge of its variation), its colour
+        tolerances scaled by `tol` (default TOL). Lightness gets a wide tolerance: shading moves it
+        more than any change of material."""
+        k = TOL if tol is None else tol
+        tol = np.array([TOL * (3.0 * max(self.spread[0], 6.0) + 20.0), k * (3.0 * self.spread[1] + 5.0),
+                        k * (3.0 * self.spread[2] + 5.0)], dtype=np.float32)
         d = (shading_free(lab) - self.centre.astype(np.float32)) / tol
         return np.sqrt((d * d).sum(-1))
 
-    def likelihood(self, lab: np.ndarray) -> np.ndarray:
+    def likelihood(self, lab: np.ndarray, tol: float | None = None) -> np.ndarray:
         """1 = plainly this skin, 0 = plainly not, linear in between."""
-        return np.clip(2.0 - self.distance(lab), 0.0, 1.0)
+        return np.clip(2.0 - self.distance(lab, tol), 0.0, 1.0)
 
 
 def fit_skin(lab_pixels: np.ndarray) -> SkinModel | None:
-    """Robust model from (N, 3) Lab samples of skin (a few stray non-skin samples are fine)."""
+    """Robust model from (N, 3) Lab samples of skin (other materials in the minority are fine)."""
     x = shading_free(np.asarray(lab_pixels, dtype=np.float32).reshape(-1, 3))
     if len(x) < 20:
         return None
@@ -78,14 +80,14 @@ NEIGHBOURHOOD = 0.05  # skin is judged over neighbourhoods this wide (eye distan
 
 
 def sure_skin_triangles() -> np.ndarray:
-    """Mesh triangles that are skin on nearly everyone: the upper cheeks and the nose between the
-    eyes and the nostrils (no beard, no fringe, no lashes)."""
+    """Mesh triangles that are skin on nearly everyone: the cheeks and the nose between the lower
+    eyelids and the nostrils (no beard, no fringe, no lashes, below most glasses' lenses)."""
     from swapcli.analyse import mesh
 
     tris = mesh.triangles()
-    ys = mesh.TEMPLATE[tris][..., 1]
-    return ((mesh.regions() == mesh.SKIN) & (ys.max(1) <= mesh.TEMPLATE[80, 1] - 0.05)
-            & (ys.min(1) >= mesh.TEMPLATE[mesh.LEFT_EYE_RING, 1].min()))
+    ys = mesh.TEMPLATE[tris][..., 1].mean(1)
+    return ((mesh.regions() == mesh.SKIN) & (ys <= mesh.TEMPLATE[80, 1])
+            & (ys >= mesh.TEMPLATE[mesh.LEFT_EYE_RING, 1].max() + 0.12))
 
 
 def face_raster(face, shape: tuple[int, int], origin=(0, 0)):
@@ -162,13 +164,14 @@ class SkinMap:
         return self.sample(np.dstack([xs, ys]))
 
 
-def skin_map(image: np.ndarray, face, dark_limit: float | None = None) -> SkinMap | None:
+def skin_map(image: np.ndarray, face, dark_limit: float | None = None, tol: float | None = None) -> SkinMap | None:
     """Where the photo shows this face's clean skin (1) or something else (0): hair, a fringe, a
     dark beard, glasses frames, a microphone, a mask. Judged on colour with shading removed, and on
     being much darker than the skin around it (hair is, shadow is not), over small neighbourhoods,
-    in the face's box. Cached on the face. None when the face has no measurable skin."""
+    in the face's box; `tol` scales the colour tolerance. Cached on the face. None when the face has
+    no measurable skin."""
     limit = DARK_LIMIT if dark_limit is None else dark_limit
-    key = f"skin_map:{limit:g}"
+    key = f"skin_map:{limit:g}:{tol}"
     if key in face.extra:
         return face.extra[key]
     from swapcli.core.geometry import soft_mean
@@ -179,7 +182,7 @@ def skin_map(image: np.ndarray, face, dark_limit: float | None = None) -> SkinMa
     if model is not None and x1 - x0 >= 4 and y1 - y0 >= 4:
         scale = face_pose(face).scale
         lab = to_lab(image[y0:y1, x0:x1])
-        colour = model.likelihood(lab)
+        colour = model.likelihood(lab, tol)
         local = soft_mean(lab[..., :1], colour, max(2.0, LOCAL_SIGMA * scale), prior_weight=0.05)[..., 0] \
             if np.isfinite(limit) else None
         dark = np.clip((lab[..., 0] - (local - limit)) / 8.0 + 0.5, 0.0, 1.0) if np.isfinite(limit) else 1.0

@@ -23,6 +23,8 @@ EXPECT_SKIN = (mesh.SKIN, mesh.FOREHEAD)
 EDGE = 0.08  # the face's own edge (eye distances) is left to the blend's feather
 CLOSE = 0.12  # gaps narrower than this (eye distances) inside an occluder are closed
 MIN_AREA = 0.04  # occluded blobs smaller than this (eye distances squared) are noise
+COLOUR_TOL = 1.3  # colour tolerance of the skin test (tighter than for sources: an object that is
+# merely off-colour, a grey microphone, a blue mask, counts as covering)
 
 
 def occlusion(frame: np.ndarray, face: Face, roi: tuple[int, int, int, int]) -> np.ndarray | None:
@@ -32,7 +34,7 @@ def occlusion(frame: np.ndarray, face: Face, roi: tuple[int, int, int, int]) -> 
     """
     if face.landmarks is None:
         return None
-    sm = skin_map(frame, face)
+    sm = skin_map(frame, face, tol=COLOUR_TOL)
     if sm is None:
         return None
     x0, y0, x1, y1 = roi

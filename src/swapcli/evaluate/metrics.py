@@ -167,10 +167,16 @@ def expression_error(target_lmk: np.ndarray, result_lmk: np.ndarray) -> tuple[fl
     return float(np.mean([abs(v) for v in diffs.values()])), diffs
 
 
+# What an expression is, for "whose expression does the result wear": how open the mouth is, how
+# much it smiles, how open each eye is. Mouth width is left out: it is as much who someone is.
+EXPRESSION_KEYS = ("mouth_open", "smile", "eye_open_left", "eye_open_right")
+
+
 def expression_distance(a_lmk: np.ndarray, b_lmk: np.ndarray) -> float:
-    """Distance of two expressions: RMS of feature differences, each in its EXPRESSION_SCALE."""
+    """Distance of two expressions: RMS over EXPRESSION_KEYS of the feature differences, each in
+    its EXPRESSION_SCALE."""
     a, b = expression_features(a_lmk), expression_features(b_lmk)
-    return float(np.sqrt(np.mean([((a[k] - b[k]) / EXPRESSION_SCALE[k]) ** 2 for k in EXPRESSION_FEATURES])))
+    return float(np.sqrt(np.mean([((a[k] - b[k]) / EXPRESSION_SCALE[k]) ** 2 for k in EXPRESSION_KEYS])))
 
 
 @dataclass(frozen=True)

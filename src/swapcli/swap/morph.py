@@ -28,6 +28,7 @@ import numpy as np
 from swapcli.analyse import mesh
 from swapcli.analyse.face import Face, mirror_face, mouth_opening
 from swapcli.analyse.skin import DARK_LIMIT_STRICT, face_pose, face_skin, from_lab, skin_map, to_lab
+from swapcli.blend.occlusion import COLOUR_TOL
 from swapcli.core.geometry import soft_mean
 from swapcli.core.raster import rasterise
 from swapcli.swap.appearance import match_grain, transfer_colour
@@ -37,7 +38,9 @@ LAYOUT_STRENGTH = 0.5  # how far feature places move to the source's (0 target's
 OPEN_MOUTH = 0.08  # inner-lip gap / mouth width above which a mouth counts as open
 LIP_INSET, LIP_INSET_OPEN = 0.2, 0.6  # lips are sampled this far out from the inner lip line (closed / open)
 EYE_CLOSED, EYE_OPEN = 0.17, 0.27  # lid opening / eye width of a shut and of an open eye (frontal)
-EYE_SHAPE_SHARE = 0.5  # open eyes: how far their height moves towards the source's
+EYE_SHAPE_SHARE = 0.2  # open eyes: how far their height moves towards the source's
+HIDDEN_EYE = 0.75  # an eye whose lids and opening stay darker than this share of the skin is hidden (sunglasses)
+WIDTH_LIMIT = 1.3  # eyes and mouth widths change at most by this factor
 COLOUR_SIGMA = 0.4  # local light and colour window, eye distances
 MIRROR_MARGIN, MIRROR_RAMP = 0.15, 0.3  # the mirror side takes over where it faces the camera this much better
 INPAINT_SIGMA = 0.25  # source skin painted over non-skin comes from this far around, eye distances
@@ -49,43 +52,54 @@ SOURCE_DARK = 30.0  # L units darker than the skin around it that count as hair 
 EYES = (mesh.LEFT_EYE_RING, mesh.RIGHT_EYE_RING)
 
 
+def _width(points: np.ndarray, a: int, b: int) -> float:
+    return float(np.linalg.norm(points[b] - points[a])) + 1e-9
+
+
+def _reshape(shape: np.ndarray, centre: np.ndarray, place: np.ndarray, wide: float, tall: float) -> np.ndarray:
+    """A feature's shape moved from `centre` to `place`, scaled by `wide` sideways and `tall`
+    up and down (frontal axes)."""
+    out = shape - centre
+    out[:, 0] *= float(np.clip(wide, 1 / WIDTH_LIMIT, WIDTH_LIMIT))
+    out[:, 1] *= float(tall)
+    return out + place
+
+
 def destination(lt: np.ndarray, pose_t: mesh.HeadPose, ls: np.ndarray, pose_s: mesh.HeadPose,
                 strength: float | None = None, eye_shares: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Where the result's 106 landmarks go (image pixels).
 
-    Worked out in the frontal view: eyes and mouth keep the target's shape (openness, gaze,
-    smile) and move towards the source's place; brows and nose take the source's shape and place;
-    the outline is the target's. The displacement is turned into the target's pose.
+    Worked out in the frontal view, `strength` of the way from the target's layout to the source's:
+    the places of eyes, brows, nose and mouth, the widths of eyes and mouth, the shapes of brows
+    and nose. Heights of eyes and mouth (how open, how smiling) stay the target's, in proportion
+    to the result's eye distance, so the expression measures of the result are the target's. The
+    outline is the target's. The displacement is turned into the target's pose.
     """
+    k = LAYOUT_STRENGTH if strength is None else strength
     ft = mesh.frontal(lt, pose_t)
     fs = mesh.frontal(ls, pose_s)
-    new = ft.copy()
-    for ring, pupils in ((mesh.LEFT_EYE_RING, (34, 38)), (mesh.RIGHT_EYE_RING, (88, 92))):
+    new = ft + k * (fs - ft)  # brows and nose: the source's shape and place, partly
+    eyes_t = [ft[ring].mean(0) for ring in EYES]
+    eyes_d = [a + k * (fs[ring].mean(0) - a) for a, ring in zip(eyes_t, EYES)]
+    v = np.linalg.norm(eyes_d[1] - eyes_d[0]) / (np.linalg.norm(eyes_t[1] - eyes_t[0]) + 1e-9)
+    for ring, pupils, c_t, c_d, share in zip(EYES, ((34, 38), (88, 92)), eyes_t, eyes_d, eye_shares):
         idx = np.r_[ring, pupils]
-        new[idx] = ft[idx] + fs[ring].mean(0) - ft[ring].mean(0)
-    for brow in (mesh.LEFT_BROW, mesh.RIGHT_BROW):
-        new[brow] = fs[brow]
+        # Open eyes: their height moves `share` of the way to the source's (round or narrow eyes
+        # are who someone is, not an expression).
+        open_ratio = np.clip(eye_openness(ls, ring) / max(eye_openness(lt, ring), 1e-3), 0.5, 2.0) ** share
+        new[idx] = _reshape(ft[idx], c_t, c_d, (_width(fs, ring[0], ring[4]) / _width(ft, ring[0], ring[4])) ** k,
+                            v * open_ratio)
     # In a turned face the nose tip is the outline, and the outline stays the target's.
     side = np.clip(1.0 - abs(pose_t.yaw) / 35.0, 0.0, 1.0)
-    new[mesh.NOSE, 1] = fs[mesh.NOSE, 1]
-    new[mesh.NOSE, 0] = ft[mesh.NOSE, 0] + side * (fs[mesh.NOSE, 0] - ft[mesh.NOSE, 0])
-    mouth = np.arange(52, 72)
-    corners = [52, 61]
-    new[mouth] = ft[mouth] + fs[corners].mean(0) - ft[corners].mean(0)
+    new[mesh.NOSE, 0] = ft[mesh.NOSE, 0] + side * (new[mesh.NOSE, 0] - ft[mesh.NOSE, 0])
+    mouth, corners = np.arange(52, 72), [52, 61]
+    c_t = ft[corners].mean(0)
+    new[mouth] = _reshape(ft[mouth], c_t, c_t + k * (fs[corners].mean(0) - c_t),
+                          (_width(fs, 52, 61) / _width(ft, 52, 61)) ** k, v)
     chin_gap = ft[0, 1] - ft[53, 1]  # the mouth stays clear of the chin
     if new[53, 1] > ft[0, 1] - 0.6 * chin_gap:
         new[mouth, 1] -= new[53, 1] - (ft[0, 1] - 0.6 * chin_gap)
-    delta = (LAYOUT_STRENGTH if strength is None else strength) * (new - ft)
-    # Open eyes: their height moves `eye_shares` of the way to the source's (a round eye forced
-    # into a narrow one, or the reverse, is who someone is, not an expression).
-    for ring, share in zip(EYES, eye_shares):
-        if share <= 0:
-            continue
-        ratio = np.clip(eye_openness(ls, ring) / max(eye_openness(lt, ring), 1e-3), 0.5, 2.0) ** share
-        a, b = ft[ring[0]], ft[ring[4]]
-        axis = (b - a) / (np.linalg.norm(b - a) + 1e-9)
-        normal = np.array([-axis[1], axis[0]])
-        delta[ring] += np.outer(((ft[ring] - a) @ normal) * (ratio - 1.0), normal)
+    delta = new - ft
     delta[mesh.CONTOUR_PATH] = 0.0
     return np.asarray(lt, dtype=np.float64) + mesh.to_image_delta(delta, pose_t)
 
@@ -168,6 +182,24 @@ class _SourceView:
         self.not_face = skin_map(image, face, SOURCE_DARK)  # plainly not skin: painted over
         self.colour_only = skin_map(image, face, float("inf"))  # not skin-coloured (a dark beard is)
         self.sure = skin_map(image, face, DARK_LIMIT_STRICT)  # surely skin: where light is measured
+        self.hidden = self._hidden_eyes()
+
+    def _hidden_eyes(self) -> list[bool]:
+        """Eyes the source photo does not show (sunglasses): eye and lids uniformly dark."""
+        if self.skin is None:
+            return [False, False]
+        x0, y0 = np.maximum(np.floor(self.verts[:106].min(0)).astype(int), 0)
+        x1, y1 = np.minimum(np.ceil(self.verts[:106].max(0)).astype(int) + 1, self.image.shape[1::-1])
+        r = rasterise(self.verts - (x0, y0), mesh.triangles(), (y1 - y0, x1 - x0), self.pose.depth(mesh.TEMPLATE))
+        around = r.per_triangle(np.isin(mesh.regions(), (mesh.EYE, mesh.LIDS)), False)
+        light = to_lab(self.image[y0:y1, x0:x1])[..., 0]
+        left = r.gather(mesh.UV[:, 0]) < 0
+        out = []
+        for side in (left, ~left):
+            sel = around & side
+            dark = sel.sum() > 10 and np.percentile(light[sel], 90) < HIDDEN_EYE * self.skin.centre[0]
+            out.append(bool(dark))
+        return out
 
 
 @dataclass
@@ -257,7 +289,7 @@ class MorphEngine:
 
         # Eyes that differ in being open or shut keep the target's opening (an open source eye
         # over a narrower target eye) or the target's whole eye and lids (a shut source eye).
-        eye_keep = [abs(a - b) for a, b in zip(view.shut, shut_t)]
+        eye_keep = [1.0 if hid else abs(a - b) for a, b, hid in zip(view.shut, shut_t, view.hidden)]
         # An open source mouth shows teeth right at its inner lip line: its lips are sampled further out.
         lips = LIP_INSET_OPEN if mouth_opening(view.face.landmarks) > OPEN_MOUTH else LIP_INSET
         verts_s = inset_openings(view.verts, (eye_keep[0] > 0.5, eye_keep[1] > 0.5), lips)
@@ -312,7 +344,7 @@ class MorphEngine:
         for k, ring in enumerate(EYES):
             if eye_keep[k] <= 0:
                 continue
-            if view.shut[k] > shut_t[k]:  # a shut source eye has no open lids to give
+            if view.hidden[k] or view.shut[k] > shut_t[k]:  # a shut or hidden source eye has no lids to give
                 keep_here = periocular(px.uv, ring)
             else:  # the source's lids around the target's opening (lid line, iris, gaze)
                 keep_here = _blur((region == mesh.EYE) & (left_side if k == 0 else ~left_side), soft)
@@ -327,7 +359,7 @@ class MorphEngine:
         skin_w = (region == mesh.SKIN).astype(np.float32) * covered
         ws = skin_w * sure
         wt = skin_w.copy()
-        target_map = skin_map(frame, target)
+        target_map = skin_map(frame, target, tol=COLOUR_TOL)
         if target_map is not None:
             wt *= target_map.sample(tgt_xy)
         lab_s, lab_t = to_lab(src_img), to_lab(t_warp)
