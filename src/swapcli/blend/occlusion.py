@@ -23,6 +23,8 @@ EXPECT_SKIN = (mesh.SKIN, mesh.FOREHEAD)
 EDGE = 0.08  # the face's own edge (eye distances) is left to the blend's feather
 CLOSE = 0.12  # gaps narrower than this (eye distances) inside an occluder are closed
 MIN_AREA = 0.04  # occluded blobs smaller than this (eye distances squared) are noise
+REACH = 0.25  # how far (eye distances) an occluder is followed across features
+GROW = 0.04  # occluders are grown by this (eye distances) before their edge is feathered
 COLOUR_TOL = 1.3  # colour tolerance of the skin test (tighter than for sources: an object that is
 # merely off-colour, a grey microphone, a blue mask, counts as covering)
 
@@ -44,13 +46,25 @@ def occlusion(frame: np.ndarray, face: Face, roi: tuple[int, int, int, int]) -> 
     expect = (np.isin(region, EXPECT_SKIN) & (r.gather(pose.visibility()) > 0.2)).astype(np.uint8)
     e = max(3, int(round(EDGE * pose.scale)) | 1)
     expect = cv2.erode(expect, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (e, e))) > 0
-    covered = (1.0 - sm.crop(roi)) * expect
-    hard = (covered > 0.5).astype(np.uint8)
+    not_skin = (1.0 - sm.crop(roi)) > 0.5
+    hard = (not_skin & expect).astype(np.uint8)
     k = max(3, int(round(CLOSE * pose.scale)) | 1)
     hard = cv2.morphologyEx(hard, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(hard, connectivity=8)
     small = stats[:, cv2.CC_STAT_AREA] < MIN_AREA * pose.scale ** 2
     small[0] = True
     hard[small[labels]] = 0
-    soft = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), max(0.7, 0.015 * pose.scale))
-    return np.maximum(soft, covered * hard).astype(np.float32)
+    # An occluder found on the skin continues over the features next to it (it covers an eye, a
+    # lip, a nostril as well): grown through the face's other non-skin pixels, a short way.
+    if hard.any():
+        inside = (r.covered & not_skin).astype(np.uint8)
+        step = np.ones((3, 3), np.uint8)
+        for _ in range(max(1, int(round(REACH * pose.scale)))):
+            grown = cv2.dilate(hard, step) & (inside | hard)
+            if np.array_equal(grown, hard):
+                break
+            hard = grown
+    # Grown a little before feathering, so the object's own edge stays in front too.
+    g = max(3, int(round(GROW * pose.scale)) | 1)
+    hard = cv2.dilate(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (g, g)))
+    return cv2.GaussianBlur(hard.astype(np.float32), (0, 0), max(0.7, 0.015 * pose.scale))

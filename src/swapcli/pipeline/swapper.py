@@ -3,6 +3,7 @@ analyse -> swap -> blend. Image, video and batch all go through here."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -12,15 +13,17 @@ import numpy as np
 from swapcli.analyse.face import Face
 from swapcli.analyse.insight import AnalyserOptions, InsightAnalyser
 from swapcli.blend.ghost_mask import MaskParams
+from swapcli.blend.occlusion import occlusion
 from swapcli.blend.paste import BlendInfo, blend, generated_landmarks
 from swapcli.core.errors import NoFaceError
 from swapcli.core.options import EngineOptions
 from swapcli.core.timing import Clock
 from swapcli.read.image import read_image
 from swapcli.swap.base import SourceFace, SwapResult, swap_batch
-from swapcli.blend.occlusion import occlusion
 from swapcli.swap.crop import paste_back, roi_of
 from swapcli.swap.engines import create_compositor, create_engine, create_restorer
+
+log = logging.getLogger("swapcli")
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Swapper:
         self.restorer = create_restorer(self.options)
         self.clock = clock or Clock()
         self.compositor = create_compositor(self.options, self.engine, self.restorer)
+        self._pose_warned = False
 
     def detect(self, image: np.ndarray) -> list[Face]:
         with self.clock("detect"):
@@ -130,6 +134,7 @@ class Swapper:
             return [[] for _ in frames]
         with self.clock("swap"):
             results = swap_batch(self.engine, items)
+        self._warn_pose(results)
         if self.restorer is not None:
             with self.clock("enhance"):
                 for result, (_, face, _) in zip(results, items):
@@ -164,6 +169,14 @@ class Swapper:
                     frame[...] = self.compositor.download(on_device)
                 reports.append(done)
         return reports
+
+    def _warn_pose(self, results: Sequence[SwapResult]) -> None:
+        """One warning line per run when the source's head turn limits a result (see --json)."""
+        for result in results:
+            why = result.info.get("pose_limited")
+            if why and not self._pose_warned:
+                self._pose_warned = True
+                log.warning("pose limits the result: %s", why)
 
     @staticmethod
     def _roi(result: SwapResult, shape: tuple[int, ...]) -> tuple[int, int, int, int]:

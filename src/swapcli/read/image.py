@@ -27,6 +27,7 @@ class LoadedImage:
     exif: bytes | None  # raw EXIF block to carry over to the output
     icc: bytes | None
     format: str
+    grey: bool = False  # a greyscale picture (stored grey, or colour channels all equal): stays grey
 
 
 def read_image(path: str | Path) -> LoadedImage:
@@ -73,4 +74,11 @@ def read_image(path: str | Path) -> LoadedImage:
     else:
         rgb = np.asarray(upright.convert("RGB"))
     bgr = np.ascontiguousarray(rgb[..., ::-1])
-    return LoadedImage(path, bgr, alpha, orientation, exif_bytes, icc, fmt)
+    grey = mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I") or _channels_equal(bgr)
+    return LoadedImage(path, bgr, alpha, orientation, exif_bytes, icc, fmt, grey)
+
+
+def _channels_equal(bgr: np.ndarray) -> bool:
+    """True for a colour file that holds a greyscale picture (every pixel's channels within 1)."""
+    px = bgr[::3, ::3].astype(np.int16)
+    return bool(np.abs(px[..., 0] - px[..., 1]).max() <= 1 and np.abs(px[..., 1] - px[..., 2]).max() <= 1)

@@ -40,6 +40,8 @@ LIP_INSET, LIP_INSET_OPEN = 0.2, 0.6  # lips are sampled this far out from the i
 EYE_CLOSED, EYE_OPEN = 0.17, 0.27  # lid opening / eye width of a shut and of an open eye (frontal)
 EYE_SHAPE_SHARE = 0.2  # open eyes: how far their height moves towards the source's
 HIDDEN_EYE = 0.75  # an eye whose lids and opening stay darker than this share of the skin is hidden (sunglasses)
+STRETCH_OK, STRETCH_MAX = 1.8, 3.0  # a source patch enlarged this much more than the face: fine .. not used
+TURN_LIMIT = 60.0  # degrees of target turn at which the layout no longer moves
 WIDTH_LIMIT = 1.3  # eyes and mouth widths change at most by this factor
 COLOUR_SIGMA = 0.4  # local light and colour window, eye distances
 MIRROR_MARGIN, MIRROR_RAMP = 0.15, 0.3  # the mirror side takes over where it faces the camera this much better
@@ -76,6 +78,9 @@ def destination(lt: np.ndarray, pose_t: mesh.HeadPose, ls: np.ndarray, pose_s: m
     outline is the target's. The displacement is turned into the target's pose.
     """
     k = LAYOUT_STRENGTH if strength is None else strength
+    # A turned face shows its layout foreshortened and its outline is its profile: the layout
+    # moves less the more the target is turned.
+    k *= float(np.clip(1.0 - abs(pose_t.yaw) / TURN_LIMIT, 0.0, 1.0))
     ft = mesh.frontal(lt, pose_t)
     fs = mesh.frontal(ls, pose_s)
     new = ft + k * (fs - ft)  # brows and nose: the source's shape and place, partly
@@ -157,6 +162,18 @@ def periocular(uv: np.ndarray, ring: np.ndarray) -> np.ndarray:
     dv = np.where(dv < 0, dv / 0.13, dv / 0.16)
     d = np.sqrt(du * du + dv * dv)
     return np.clip((1.5 - d) / 0.5, 0.0, 1.0).astype(np.float32)
+
+
+def stretch(v_dst: np.ndarray, v_src: np.ndarray, zoom: float) -> np.ndarray:
+    """Per triangle, how much more a patch is enlarged from the source than the face as a whole
+    (1 = as much; large where the source shows the patch edge-on)."""
+    tris = mesh.triangles()
+
+    def areas(v):
+        a, b, c = v[tris[:, 0]], v[tris[:, 1]], v[tris[:, 2]]
+        return np.abs((b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]))
+
+    return np.sqrt(areas(v_dst) / np.maximum(areas(v_src) * zoom * zoom, 1e-6)).astype(np.float32)
 
 
 def _blur(a: np.ndarray, sigma: float) -> np.ndarray:
@@ -350,9 +367,13 @@ class MorphEngine:
                 keep_here = _blur((region == mesh.EYE) & (left_side if k == 0 else ~left_side), soft)
             use_src *= 1.0 - eye_keep[k] * keep_here
         use_src *= src_ok
-        # What the source cannot show honestly (both sides turned away, landmarks it cannot trust).
+        # What the source cannot show honestly: both sides turned away, landmarks it cannot trust,
+        # or a patch the source shows so small that it would be smeared over the target's (the
+        # far cheek of a frontal source on a turned target).
         seen = np.clip((np.maximum(px.vis, px.vis_mir) - 0.2) / 0.25, 0.0, 1.0)
-        use_src *= _blur(seen, 0.05 * scale) * view.trust
+        grow_by = r.per_triangle(stretch(v_dst, verts_s, scale / view.pose.scale), 1.0)
+        own = np.clip((STRETCH_MAX - grow_by) / (STRETCH_MAX - STRETCH_OK), 0.0, 1.0)
+        use_src *= _blur(seen * np.maximum(own, mirror_w), 0.05 * scale) * view.trust
 
         # Light and colour, measured on the skin of both faces in the same geometry (leaving out
         # the target's own hair, beard, or whatever covers it).
@@ -380,7 +401,7 @@ class MorphEngine:
                 "mouth_open": bool(mouth_open), "pose_gap": round(float(yaw_gap), 1),
                 "eyes_kept": [round(e, 2) for e in eye_keep], **grain}
         if yaw_gap > MAX_YAW_GAP or abs(view.pose.yaw) > MAX_SOURCE_YAW or view.trust < 1.0:
-            info["pose_limited"] = (f"source turned {view.pose.yaw:+.0f} deg, target {pose_t.yaw:+.0f} deg"
-                                    + ("; source landmarks unreliable" if view.trust < 1.0 else ""))
+            info["pose_limited"] = (f"source turned {view.pose.yaw:+.0f}, target {pose_t.yaw:+.0f} deg"
+                                    + ("; source landmarks unsure" if view.trust < 1.0 else ""))
         return SwapResult(roi=(x0, y0, x1, y1), image=image.astype(np.float32), keep=keep,
                           landmarks=(dst - off).astype(np.float32), info=info)

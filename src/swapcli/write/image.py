@@ -38,6 +38,9 @@ def encode(bgr: np.ndarray, like: LoadedImage, fmt: str, quality: int = 95, *, m
     from PIL import Image
 
     alpha = like.alpha
+    if like.grey:  # a greyscale target gives a greyscale result, whatever the engine made
+        luma = np.round(bgr.astype(np.float32) @ np.array([0.114, 0.587, 0.299], np.float32))
+        bgr = np.repeat(np.clip(luma, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
     if mark or visible_label is not None:
         from swapcli.mark import FrameMarker
 
@@ -52,6 +55,8 @@ def encode(bgr: np.ndarray, like: LoadedImage, fmt: str, quality: int = 95, *, m
         im = Image.fromarray(np.dstack([rgb, alpha]), "RGBA")
     else:
         im = Image.fromarray(rgb, "RGB")
+    if like.grey and fmt in ("PNG", "JPEG"):
+        im = im.convert("LA" if im.mode == "RGBA" else "L")
     if like.orientation in _UNDO:
         # Store pixels as the target stored them, so its orientation tag still applies.
         im = im.transpose(getattr(Image.Transpose, _UNDO[like.orientation]))
