@@ -90,16 +90,6 @@ def sure_skin_triangles() -> np.ndarray:
             & (ys >= mesh.TEMPLATE[mesh.LEFT_EYE_RING, 1].max() + 0.12))
 
 
-def face_raster(face, shape: tuple[int, int], origin=(0, 0)):
-    """The face's own mesh rasterised over a region of `shape` whose corner is `origin`."""
-    from swapcli.analyse import mesh
-    from swapcli.core.raster import rasterise
-
-    pose = face_pose(face)
-    verts = mesh.place(face.landmarks, pose) - np.asarray(origin, dtype=np.float64)
-    return rasterise(verts, mesh.triangles(), shape, pose.depth(mesh.TEMPLATE)), pose
-
-
 def face_pose(face):
     """The 3D head pose fitted to a face's 106 landmarks (cached on the face)."""
     from swapcli.analyse import mesh
@@ -111,11 +101,13 @@ def face_pose(face):
     return pose
 
 
-def face_box(face, shape: tuple[int, ...], margin: float = 0.0) -> tuple[int, int, int, int]:
-    """Integer box around the face's mesh (forehead and outer ring included), clipped."""
+def face_box(face, shape: tuple[int, ...], margin: float = 0.1) -> tuple[int, int, int, int]:
+    """Integer box around the face and the forehead just above its brows, grown by `margin` eye
+    distances, clipped to the picture."""
     from swapcli.analyse import mesh
 
     verts = mesh.place(face.landmarks, face_pose(face))
+    verts = np.vstack([verts[:106], verts[mesh.FOREHEAD_ROW1]])
     pad = margin * face_pose(face).scale
     h, w = shape[:2]
     x0, y0 = np.floor(verts.min(0) - pad).astype(int)
@@ -123,16 +115,59 @@ def face_box(face, shape: tuple[int, ...], margin: float = 0.0) -> tuple[int, in
     return max(0, int(x0)), max(0, int(y0)), min(w, int(x1)), min(h, int(y1))
 
 
+WORK_IOD = 56.0  # faces are judged on a grid where the eyes are at most this many pixels apart
+
+
+@dataclass(frozen=True)
+class FacePatch:
+    """A face's box, shrunk so its eyes are at most WORK_IOD pixels apart: its CIELAB pixels and
+    its own mesh rasterised there. Skin is judged on it, at a cost that does not grow with the face."""
+
+    box: tuple[int, int, int, int]  # in the image
+    factor: float  # patch pixels per image pixel
+    lab: np.ndarray
+    raster: object
+    pose: object
+
+    def to_patch(self, xy: np.ndarray) -> np.ndarray:
+        x0, y0 = self.box[:2]
+        return ((np.asarray(xy, np.float32) - (x0, y0) + 0.5) * self.factor - 0.5).astype(np.float32)
+
+
+def face_patch(image: np.ndarray, face) -> FacePatch | None:
+    """The face's patch (cached on the face); None when the face has no area in the picture."""
+    if "patch" in face.extra:
+        return face.extra["patch"]
+    from swapcli.analyse import mesh
+    from swapcli.core.raster import rasterise
+
+    x0, y0, x1, y1 = face_box(face, image.shape)
+    patch = None
+    if x1 - x0 >= 4 and y1 - y0 >= 4:
+        pose = face_pose(face)
+        factor = min(1.0, WORK_IOD / pose.scale)
+        crop = image[y0:y1, x0:x1]
+        if factor < 1.0:
+            size = (max(4, int(round((x1 - x0) * factor))), max(4, int(round((y1 - y0) * factor))))
+            crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+            factor = size[0] / (x1 - x0)
+        verts = (mesh.place(face.landmarks, pose) - (x0, y0) + 0.5) * factor - 0.5
+        raster = rasterise(verts, mesh.triangles(), crop.shape[:2], pose.depth(mesh.TEMPLATE))
+        patch = FacePatch((x0, y0, x1, y1), factor, to_lab(crop), raster, pose)
+    face.extra["patch"] = patch
+    return patch
+
+
 def face_skin(image: np.ndarray, face) -> SkinModel | None:
     """This face's skin colour, learned from its surest skin (cached on the face)."""
     if "skin" in face.extra:
         return face.extra["skin"]
-    x0, y0, x1, y1 = face_box(face, image.shape)
+    patch = face_patch(image, face)
     model = None
-    if x1 - x0 >= 4 and y1 - y0 >= 4:
-        r, pose = face_raster(face, (y1 - y0, x1 - x0), (x0, y0))
+    if patch is not None:
+        r, pose = patch.raster, patch.pose
         sel = r.per_triangle(sure_skin_triangles(), False) & (r.gather(pose.visibility()) > 0.5)
-        model = fit_skin(to_lab(image[y0:y1, x0:x1])[sel])
+        model = fit_skin(patch.lab[sel])
     face.extra["skin"] = model
     return model
 
@@ -146,22 +181,20 @@ def decisive(likelihood: np.ndarray, sigma: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SkinMap:
-    """Where a photo shows a face's clean skin, over the face's box (1 skin, 0 not; 1 outside)."""
+    """Where a photo shows a face's clean skin, on the face's patch (1 skin, 0 not; 1 outside)."""
 
-    box: tuple[int, int, int, int]
-    values: np.ndarray  # float32, box-sized
+    patch: FacePatch
+    values: np.ndarray  # float32, patch-sized
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        return self.patch.box
 
     def sample(self, xy: np.ndarray) -> np.ndarray:
         """Values at image positions (..., 2) (bilinear; 1 outside the box)."""
-        x0, y0 = self.box[:2]
-        return cv2.remap(self.values, (xy[..., 0] - x0).astype(np.float32), (xy[..., 1] - y0).astype(np.float32),
-                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)
-
-    def crop(self, box: tuple[int, int, int, int]) -> np.ndarray:
-        """Values over another box of the same image (1 outside this map's box)."""
-        x0, y0, x1, y1 = box
-        ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-        return self.sample(np.dstack([xs, ys]))
+        p = self.patch.to_patch(xy)
+        return cv2.remap(self.values, p[..., 0], p[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                         borderValue=1.0)
 
 
 def skin_map(image: np.ndarray, face, dark_limit: float | None = None, tol: float | None = None) -> SkinMap | None:
@@ -177,11 +210,11 @@ def skin_map(image: np.ndarray, face, dark_limit: float | None = None, tol: floa
     from swapcli.core.geometry import soft_mean
 
     model = face_skin(image, face)
+    patch = face_patch(image, face)
     out = None
-    x0, y0, x1, y1 = face_box(face, image.shape)
-    if model is not None and x1 - x0 >= 4 and y1 - y0 >= 4:
-        scale = face_pose(face).scale
-        lab = to_lab(image[y0:y1, x0:x1])
+    if model is not None and patch is not None:
+        scale = patch.pose.scale * patch.factor
+        lab = patch.lab
         colour = model.likelihood(lab, tol)
         # The skin around a pixel, measured only on skin that is not itself far darker than this
         # face's skin (else a large dark object would be its own reference).
@@ -191,6 +224,6 @@ def skin_map(image: np.ndarray, face, dark_limit: float | None = None, tol: floa
             if np.isfinite(limit) else None
         dark = np.clip((lab[..., 0] - (local - limit)) / 8.0 + 0.5, 0.0, 1.0) if np.isfinite(limit) else 1.0
         values = decisive(np.minimum(colour, dark), max(1.0, NEIGHBOURHOOD * scale))
-        out = SkinMap((x0, y0, x1, y1), values.astype(np.float32))
+        out = SkinMap(patch, values.astype(np.float32))
     face.extra[key] = out
     return out

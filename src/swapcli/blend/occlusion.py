@@ -15,7 +15,8 @@ import numpy as np
 
 from swapcli.analyse import mesh
 from swapcli.analyse.face import Face
-from swapcli.analyse.skin import face_raster, skin_map
+from swapcli.analyse.skin import WORK_IOD, face_pose, skin_map
+from swapcli.core.raster import rasterise
 
 # Where skin is expected on every face (features and their dark rims are judged by their
 # neighbours; outside the outline is background, which no blend reaches).
@@ -32,7 +33,8 @@ COLOUR_TOL = 1.3  # colour tolerance of the skin test (tighter than for sources:
 def occlusion(frame: np.ndarray, face: Face, roi: tuple[int, int, int, int]) -> np.ndarray | None:
     """Float32 ROI-sized map: 1 where something covers the target face, 0 where its skin shows.
 
-    None when the face has no measurable skin (then nothing is kept).
+    Judged on a grid where the eyes are at most WORK_IOD pixels apart, then enlarged. None when
+    the face has no measurable skin (then nothing is kept).
     """
     if face.landmarks is None:
         return None
@@ -40,31 +42,41 @@ def occlusion(frame: np.ndarray, face: Face, roi: tuple[int, int, int, int]) -> 
     if sm is None:
         return None
     x0, y0, x1, y1 = roi
-    shape = (y1 - y0, x1 - x0)
-    r, pose = face_raster(face, shape, (x0, y0))
+    h, w = y1 - y0, x1 - x0
+    pose = face_pose(face)
+    z = min(1.0, WORK_IOD / pose.scale)
+    hz, wz = max(2, int(round(h * z))), max(2, int(round(w * z)))
+    zoom = np.array([wz / w, hz / h])
+    scale = pose.scale * zoom[0]  # grid pixels per eye distance
+    verts = (mesh.place(face.landmarks, pose) - (x0, y0) + 0.5) * zoom - 0.5
+    r = rasterise(verts, mesh.triangles(), (hz, wz), pose.depth(mesh.TEMPLATE))
     region = r.per_triangle(mesh.regions(), -1)
     expect = (np.isin(region, EXPECT_SKIN) & (r.gather(pose.visibility()) > 0.2)).astype(np.uint8)
-    e = max(3, int(round(EDGE * pose.scale)) | 1)
+    e = max(3, int(round(EDGE * scale)) | 1)
     expect = cv2.erode(expect, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (e, e))) > 0
-    not_skin = (1.0 - sm.crop(roi)) > 0.5
+    ys, xs = np.mgrid[0:hz, 0:wz].astype(np.float32)
+    grid = np.dstack([(xs + 0.5) / zoom[0] - 0.5 + x0, (ys + 0.5) / zoom[1] - 0.5 + y0])
+    not_skin = (1.0 - sm.sample(grid)) > 0.5
     hard = (not_skin & expect).astype(np.uint8)
-    k = max(3, int(round(CLOSE * pose.scale)) | 1)
+    k = max(3, int(round(CLOSE * scale)) | 1)
     hard = cv2.morphologyEx(hard, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     n, labels, stats, _ = cv2.connectedComponentsWithStats(hard, connectivity=8)
-    small = stats[:, cv2.CC_STAT_AREA] < MIN_AREA * pose.scale ** 2
+    small = stats[:, cv2.CC_STAT_AREA] < MIN_AREA * scale ** 2
     small[0] = True
     hard[small[labels]] = 0
+    if not hard.any():
+        return None
     # An occluder found on the skin continues over the features next to it (it covers an eye, a
     # lip, a nostril as well): grown through the face's other non-skin pixels, a short way.
-    if hard.any():
-        inside = (r.covered & not_skin).astype(np.uint8)
-        step = np.ones((3, 3), np.uint8)
-        for _ in range(max(1, int(round(REACH * pose.scale)))):
-            grown = cv2.dilate(hard, step) & (inside | hard)
-            if np.array_equal(grown, hard):
-                break
-            hard = grown
+    inside = (r.covered & not_skin).astype(np.uint8)
+    step = np.ones((3, 3), np.uint8)
+    for _ in range(max(1, int(round(REACH * scale)))):
+        grown = cv2.dilate(hard, step) & (inside | hard)
+        if np.array_equal(grown, hard):
+            break
+        hard = grown
     # Grown a little before feathering, so the object's own edge stays in front too.
-    g = max(3, int(round(GROW * pose.scale)) | 1)
+    g = max(3, int(round(GROW * scale)) | 1)
     hard = cv2.dilate(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (g, g)))
-    return cv2.GaussianBlur(hard.astype(np.float32), (0, 0), max(0.7, 0.015 * pose.scale))
+    soft = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), max(0.7, 0.015 * scale))
+    return cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR) if (hz, wz) != (h, w) else soft

@@ -10,6 +10,8 @@ neither waxy on a sharp photo nor crisp on a soft one.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -23,42 +25,62 @@ def _weighted_std(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.sqrt(var)
 
 
-def transfer_colour(
-    source_lab: np.ndarray,
-    target_lab: np.ndarray,
-    source_skin: np.ndarray,
-    target_skin: np.ndarray,
-    sigma: float,
-) -> np.ndarray:
-    """Recolour and relight `source_lab` (CIELAB, region-sized) like `target_lab`; returns Lab.
+@dataclass
+class ColourFields:
+    """A smooth per-pixel affine map of CIELAB taking the source's colour and light to the
+    target's: L' = L * gain + lift, ab' = ab * k + shift. Smooth, so it is measured on a coarse
+    grid and applied at full resolution."""
+
+    gain: np.ndarray  # (h, w)
+    lift: np.ndarray  # (h, w)
+    k: np.ndarray  # (2,)
+    shift: np.ndarray  # (h, w, 2)
+
+    def resized(self, size: tuple[int, int]) -> "ColourFields":
+        if self.gain.shape[::-1] == tuple(size):
+            return self
+        stack = np.dstack([self.gain, self.lift, self.shift])
+        up = cv2.resize(stack, size, interpolation=cv2.INTER_LINEAR)
+        return ColourFields(up[..., 0], up[..., 1], self.k, up[..., 2:])
+
+    def apply(self, lab: np.ndarray) -> np.ndarray:
+        """In place on `lab` (float32 CIELAB), which is returned."""
+        lab[..., 0] *= self.gain
+        lab[..., 0] += self.lift
+        lab[..., 1:] *= self.k
+        lab[..., 1:] += self.shift
+        return lab
+
+
+def colour_fields(source_lab: np.ndarray, target_lab: np.ndarray, source_skin: np.ndarray,
+                  target_skin: np.ndarray, sigma: float) -> ColourFields | None:
+    """How to recolour and relight the source (CIELAB, region-sized) like the target.
 
     Both show the same face geometry (the target warped onto the same mesh), and the skin weights
-    say where each may be measured.
+    say where each may be measured. None when there is too little skin to measure.
     """
     ls, lt = source_lab, target_lab
     ws = source_skin.astype(np.float32)
     wt = target_skin.astype(np.float32)
     if np.minimum(ws, wt).sum() < 20:
-        return ls
+        return None
     ms = soft_mean(ls, ws, sigma, prior_weight=0.05)
     mt = soft_mean(lt, wt, sigma, prior_weight=0.05)
-    out = np.empty_like(ls)
     # Lighter skin than the source's scales its detail up: by the square root of the light ratio
     # only, so a dark source's noise and stubble are not amplified into blotches.
-    gain = np.clip(mt[..., 0] / np.maximum(ms[..., 0], 5.0), 0.4, 2.5)
-    out[..., 0] = mt[..., 0] + (ls[..., 0] - ms[..., 0]) * np.sqrt(gain)
+    gain = np.sqrt(np.clip(mt[..., 0] / np.maximum(ms[..., 0], 5.0), 0.4, 2.5)).astype(np.float32)
     # Colour variation of the source, scaled to the target's (0 in a greyscale photo).
     ss = _weighted_std(ls[..., 1:] - ms[..., 1:], ws)
     st = _weighted_std(lt[..., 1:] - mt[..., 1:], wt)
     k = np.clip(st / np.maximum(ss, 1e-3), 0.0, 1.0).astype(np.float32)
-    out[..., 1:] = mt[..., 1:] + (ls[..., 1:] - ms[..., 1:]) * k
-    return out
+    return ColourFields(gain, (mt[..., 0] - ms[..., 0] * gain).astype(np.float32), k,
+                        (mt[..., 1:] - ms[..., 1:] * k).astype(np.float32))
 
 
 def _fine_noise(lightness: np.ndarray, weight: np.ndarray) -> float:
     """Robust amplitude of the finest detail (grain and pores) where weight is high."""
     detail = lightness - cv2.GaussianBlur(lightness, (0, 0), 1.0)
-    sel = detail[weight > 0.5]
+    sel = detail[weight > 0.5][::3]
     if sel.size < 50:
         return 0.0
     return float(1.4826 * np.median(np.abs(sel - np.median(sel))))
@@ -78,18 +100,18 @@ def _white_to_fine() -> float:
 
 def match_grain(
     rendered_bgr: np.ndarray,
-    rendered_l: np.ndarray,
-    target_l: np.ndarray,
+    target_bgr: np.ndarray,
     rendered_skin: np.ndarray,
     target_skin: np.ndarray,
     seed: int = 0,
 ) -> tuple[np.ndarray, dict]:
     """Blur a too-crisp face, or add the target's grain to a too-smooth one.
 
-    Measured on skin only, on lightness (`*_l`); grain is added to lightness (a greyscale photo
-    stays grey). The noise comes from `seed`, so a run is repeatable.
+    Measured on skin only, on luma (grey levels); grain is added equally to B, G and R (a
+    greyscale photo stays grey). The noise comes from `seed`, so a run is repeatable.
     """
-    lr, lt = rendered_l, target_l
+    lr = cv2.cvtColor(rendered_bgr, cv2.COLOR_BGR2GRAY)
+    lt = cv2.cvtColor(target_bgr, cv2.COLOR_BGR2GRAY)
     nr = _fine_noise(lr, rendered_skin)
     nt = _fine_noise(lt, target_skin)
     info = {"grain_target": round(nt, 2), "grain_face": round(nr, 2)}
@@ -103,7 +125,6 @@ def match_grain(
     elif nt > 1.2 * nr + 0.2:
         add = np.sqrt(max(nt * nt - nr * nr, 0.0)) / _white_to_fine()
         noise = np.random.default_rng(seed).standard_normal(rendered_bgr.shape[:2]).astype(np.float32)
-        scale = 2.55 * add  # L units (0..100) to 0..255 grey levels
-        out = rendered_bgr + (noise * scale)[..., None]
+        out = rendered_bgr + (noise * add)[..., None]
         info["grain_added"] = round(add, 2)
     return np.clip(out, 0.0, 255.0), info

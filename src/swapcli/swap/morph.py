@@ -27,11 +27,20 @@ import numpy as np
 
 from swapcli.analyse import mesh
 from swapcli.analyse.face import Face, mirror_face, mouth_opening
-from swapcli.analyse.skin import DARK_LIMIT_STRICT, face_pose, face_skin, from_lab, skin_map, to_lab
+from swapcli.analyse.skin import (
+    DARK_LIMIT_STRICT,
+    WORK_IOD,
+    face_patch,
+    face_pose,
+    face_skin,
+    from_lab,
+    skin_map,
+    to_lab,
+)
 from swapcli.blend.occlusion import COLOUR_TOL
 from swapcli.core.geometry import soft_mean
 from swapcli.core.raster import rasterise
-from swapcli.swap.appearance import match_grain, transfer_colour
+from swapcli.swap.appearance import colour_fields, match_grain
 from swapcli.swap.base import SourceFace, SwapResult
 
 LAYOUT_STRENGTH = 0.5  # how far feature places move to the source's (0 target's, 1 source's)
@@ -203,20 +212,42 @@ class _SourceView:
 
     def _hidden_eyes(self) -> list[bool]:
         """Eyes the source photo does not show (sunglasses): eye and lids uniformly dark."""
-        if self.skin is None:
+        patch = face_patch(self.image, self.face)
+        if self.skin is None or patch is None:
             return [False, False]
-        x0, y0 = np.maximum(np.floor(self.verts[:106].min(0)).astype(int), 0)
-        x1, y1 = np.minimum(np.ceil(self.verts[:106].max(0)).astype(int) + 1, self.image.shape[1::-1])
-        r = rasterise(self.verts - (x0, y0), mesh.triangles(), (y1 - y0, x1 - x0), self.pose.depth(mesh.TEMPLATE))
+        r = patch.raster
         around = r.per_triangle(np.isin(mesh.regions(), (mesh.EYE, mesh.LIDS)), False)
-        light = to_lab(self.image[y0:y1, x0:x1])[..., 0]
         left = r.gather(mesh.UV[:, 0]) < 0
         out = []
         for side in (left, ~left):
             sel = around & side
-            dark = sel.sum() > 10 and np.percentile(light[sel], 90) < HIDDEN_EYE * self.skin.centre[0]
-            out.append(bool(dark))
+            out.append(bool(sel.sum() > 10 and np.percentile(patch.lab[..., 0][sel], 90)
+                            < HIDDEN_EYE * self.skin.centre[0]))
         return out
+
+
+@dataclass
+class _Pyramid:
+    """An image at the level of its pyramid that suits a sampling grid, and how to address it."""
+
+    image: np.ndarray
+    factor: float  # level pixels per full-image pixel
+
+    def to(self, xy: np.ndarray) -> np.ndarray:
+        """Full-image positions as positions in this level (cv2 pixel centres)."""
+        if self.factor == 1.0:
+            return xy
+        return ((xy + 0.5) * self.factor - 0.5).astype(np.float32)
+
+
+def _for_grid(image: np.ndarray, image_scale: float, grid_scale: float) -> _Pyramid:
+    """Shrink an image by halves while the grid samples it at least twice as coarsely, so
+    sampling a big face on the small grid does not alias."""
+    factor = 1.0
+    while image_scale * factor > 2.0 * grid_scale and min(image.shape[:2]) > 32:
+        image = cv2.pyrDown(image)
+        factor *= 0.5
+    return _Pyramid(image, factor)
 
 
 @dataclass
@@ -278,6 +309,8 @@ class MorphEngine:
         return best[1], best[2], best[3]
 
     def swap(self, frame: np.ndarray, target: Face, sources: Sequence[SourceFace]) -> SwapResult:  # noqa: C901
+        """Every decision is taken on a grid where the eyes are at most WORK_IOD pixels apart (cost
+        per face is bounded whatever its size); the face itself is rendered at full resolution."""
         if target.landmarks is None:
             raise ValueError("the morph engine needs 106-point landmarks on the target")
         source, mirrored, yaw_gap = self.choose(target, sources)
@@ -299,31 +332,36 @@ class MorphEngine:
         x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w_img, x1), min(h_img, y1)
         off = np.array([x0, y0], dtype=np.float64)
         h, w = y1 - y0, x1 - x0
+        # The analysis grid: a coarser copy of the region for large faces.
+        z = min(1.0, WORK_IOD / scale)
+        hz, wz = max(2, int(round(h * z))), max(2, int(round(w * z)))
+        zx, zy = wz / w, hz / h
+        zoom = np.array([zx, zy])
+        zs = scale * z  # pixels per eye distance on the grid
 
-        r = rasterise(v_dst - off, mesh.triangles(), (h, w), pose_t.depth(mesh.TEMPLATE))
+        r = rasterise((v_dst - off) * zoom, mesh.triangles(), (hz, wz), pose_t.depth(mesh.TEMPLATE))
         covered = r.covered
         region = r.per_triangle(mesh.regions(), -1)
 
         # Eyes that differ in being open or shut keep the target's opening (an open source eye
-        # over a narrower target eye) or the target's whole eye and lids (a shut source eye).
+        # over a narrower target eye) or the target's whole eye and lids (a shut or hidden one).
         eye_keep = [1.0 if hid else abs(a - b) for a, b, hid in zip(view.shut, shut_t, view.hidden)]
         # An open source mouth shows teeth right at its inner lip line: its lips are sampled further out.
         lips = LIP_INSET_OPEN if mouth_opening(view.face.landmarks) > OPEN_MOUTH else LIP_INSET
         verts_s = inset_openings(view.verts, (eye_keep[0] > 0.5, eye_keep[1] > 0.5), lips)
-        px = _gather(r, verts_s, v_tgt - off, view.visibility)
-        tgt_xy = px.tgt + off.astype(np.float32)
-
-        grow = cv2.INTER_CUBIC if scale > 1.3 * view.pose.scale else cv2.INTER_LINEAR  # smooth enlarging
+        px = _gather(r, verts_s, v_tgt, view.visibility)
 
         def sample(img, xy, interp=cv2.INTER_LINEAR):
             out = cv2.remap(img, xy[..., 0], xy[..., 1], interp, borderMode=cv2.BORDER_REFLECT101)
             return np.clip(out.astype(np.float32), 0.0, 255.0)
 
         # One smooth hand-over from the side the source shows to its mirror side: never patches.
-        mirror_w = _blur(np.clip((px.vis_mir - px.vis - MIRROR_MARGIN) / MIRROR_RAMP, 0.0, 1.0), 0.08 * scale)
+        mirror_w = _blur(np.clip((px.vis_mir - px.vis - MIRROR_MARGIN) / MIRROR_RAMP, 0.0, 1.0), 0.08 * zs)
         mw = mirror_w[..., None]
-        src_img = sample(view.image, px.src, grow) * (1 - mw) + sample(view.image, px.mir, grow) * mw
-        t_warp = sample(frame, tgt_xy)
+        src_small, frame_small = _for_grid(view.image, view.pose.scale, zs), _for_grid(frame, scale, zs)
+        src_img = sample(src_small.image, src_small.to(px.src)) * (1 - mw) + \
+            sample(src_small.image, src_small.to(px.mir)) * mw
+        t_warp = sample(frame_small.image, frame_small.to(px.tgt))
 
         # What the source shows that is not skin where skin belongs (a fringe, frames, hair) is
         # painted over with its own nearby skin; below the nostrils only what is not
@@ -332,30 +370,31 @@ class MorphEngine:
 
         def seen_as(skin):  # a source skin map seen through the mesh, own and mirror side mixed
             if skin is None:
-                return np.ones((h, w), np.float32)
+                return np.ones((hz, wz), np.float32)
             ok = skin.sample(px.src) * (1 - mirror_w) + skin.sample(px.mir) * mirror_w
-            return _blur(np.where(expect, ok, 1.0), 0.02 * scale)
+            return _blur(np.where(expect, ok, 1.0), 0.02 * zs)
 
-        upper = _blur(px.uv[..., 1] < mesh.UV[80, 1], 0.04 * scale)
+        upper = _blur(px.uv[..., 1] < mesh.UV[80, 1], 0.04 * zs)
         replace = (1 - seen_as(view.not_face)) * upper + (1 - seen_as(view.colour_only)) * (1 - upper)
         sure = seen_as(view.sure)
-        inner = _blur(~np.isin(region, (mesh.FOREHEAD, mesh.OUTER)), 0.03 * scale)
+        inner = _blur(~np.isin(region, (mesh.FOREHEAD, mesh.OUTER)), 0.03 * zs)
+        paint = fill = None
         if replace.max() > 0.05:
             clean = ((region == mesh.SKIN) & (sure > 0.97)).astype(np.uint8)
-            k = max(3, int(0.08 * scale) | 1)
+            k = max(3, int(0.08 * zs) | 1)
             clean = cv2.erode(clean, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))).astype(np.float32)
-            fill = soft_mean(src_img, clean, max(2.0, INPAINT_SIGMA * scale), prior_weight=0.02)
+            fill = soft_mean(src_img, clean, max(2.0, INPAINT_SIGMA * zs), prior_weight=0.02)
             paint = (replace * inner)[..., None]
             src_img = src_img * (1 - paint) + fill * paint
         src_ok = 1.0 - replace * (1 - inner)  # at the edges the target shows instead
 
         # Where the target keeps its own pixels.
         mouth_open = mouth_opening(lt) > OPEN_MOUTH
-        use_src = np.ones((h, w), np.float32)
+        use_src = np.ones((hz, wz), np.float32)
         if mouth_open:
             use_src[region == mesh.MOUTH_IN] = 0.0
         use_src[region == mesh.OUTER] = 0.0  # the face's edge is the target's own skin
-        soft = 0.012 * scale
+        soft = 0.012 * zs
         use_src = _blur(use_src, soft)
         left_side = px.uv[..., 0] < 0
         for k, ring in enumerate(EYES):
@@ -373,7 +412,7 @@ class MorphEngine:
         seen = np.clip((np.maximum(px.vis, px.vis_mir) - 0.2) / 0.25, 0.0, 1.0)
         grow_by = r.per_triangle(stretch(v_dst, verts_s, scale / view.pose.scale), 1.0)
         own = np.clip((STRETCH_MAX - grow_by) / (STRETCH_MAX - STRETCH_OK), 0.0, 1.0)
-        use_src *= _blur(seen * np.maximum(own, mirror_w), 0.05 * scale) * view.trust
+        use_src *= _blur(seen * np.maximum(own, mirror_w), 0.05 * zs) * view.trust
 
         # Light and colour, measured on the skin of both faces in the same geometry (leaving out
         # the target's own hair, beard, or whatever covers it).
@@ -382,20 +421,30 @@ class MorphEngine:
         wt = skin_w.copy()
         target_map = skin_map(frame, target, tol=COLOUR_TOL)
         if target_map is not None:
-            wt *= target_map.sample(tgt_xy)
-        lab_s, lab_t = to_lab(src_img), to_lab(t_warp)
-        if self.colour:
-            lab_s = transfer_colour(lab_s, lab_t, ws, wt, max(2.0, COLOUR_SIGMA * scale))
-            src_img = np.clip(from_lab(lab_s), 0.0, 255.0)
-
-        us = use_src[..., None]
-        image = src_img * us + t_warp * (1 - us)
-        seed = int(np.ascontiguousarray(frame[y0:y1:7, x0:x1:7]).sum()) & 0xFFFFFFFF
-        image, grain = match_grain(image, lab_s[..., 0] * use_src + lab_t[..., 0] * (1 - use_src), lab_t[..., 0],
-                                   ws, wt, seed)
-
-        # Above the brows, and where no triangle reaches, the target stays itself.
+            wt *= target_map.sample(px.tgt)
+        fields = colour_fields(to_lab(src_img), to_lab(t_warp), ws, wt, max(2.0, COLOUR_SIGMA * zs)) \
+            if self.colour else None
         keep = np.clip(1.0 - px.top * covered, 0.0, 1.0).astype(np.float32)
+
+        # The render, at full resolution: the grid's maps are smooth, so they are enlarged.
+        def full(a):
+            return a if (hz, wz) == (h, w) else cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)
+
+        grow = cv2.INTER_CUBIC if scale > 1.3 * view.pose.scale else cv2.INTER_LINEAR  # smooth enlarging
+        face_img = sample(view.image, full(px.src), grow)
+        if mirror_w.max() > 1e-3:
+            m = full(mirror_w)[..., None]
+            face_img = face_img * (1 - m) + sample(view.image, full(px.mir), grow) * m
+        if paint is not None:
+            p = full(paint[..., 0])[..., None]
+            face_img = face_img * (1 - p) + full(fill) * p
+        t_full = sample(frame, full(px.tgt))
+        if fields is not None:
+            face_img = np.clip(from_lab(fields.resized((w, h)).apply(to_lab(face_img))), 0.0, 255.0)
+        use = full(use_src)[..., None]
+        image = t_full + (face_img - t_full) * use
+        seed = int(np.ascontiguousarray(frame[y0:y1:7, x0:x1:7]).sum()) & 0xFFFFFFFF
+        image, grain = match_grain(image, t_full, full(ws), full(wt), seed)
 
         info = {"mirrored": mirrored, "source": str(source.path) if source.path else None,
                 "mouth_open": bool(mouth_open), "pose_gap": round(float(yaw_gap), 1),
@@ -403,5 +452,5 @@ class MorphEngine:
         if yaw_gap > MAX_YAW_GAP or abs(view.pose.yaw) > MAX_SOURCE_YAW or view.trust < 1.0:
             info["pose_limited"] = (f"source turned {view.pose.yaw:+.0f}, target {pose_t.yaw:+.0f} deg"
                                     + ("; source landmarks unsure" if view.trust < 1.0 else ""))
-        return SwapResult(roi=(x0, y0, x1, y1), image=image.astype(np.float32), keep=keep,
+        return SwapResult(roi=(x0, y0, x1, y1), image=image.astype(np.float32), keep=full(keep),
                           landmarks=(dst - off).astype(np.float32), info=info)
