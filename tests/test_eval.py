@@ -251,3 +251,30 @@ def test_no_face_exits_3(faces, photos, tmp_path):
     blank = blank_image(tmp_path / "blank.png", size=(200, 200))
     proc = run_cli("eval", "-s", photos["yaoming"], "-t", blank, "-r", faces["turned"])
     assert_clean_failure(proc, 3)
+
+
+def test_new_measures_on_known_cases(photos, analyser):
+    """forehead_hair, face_chroma and expression_follow read what they should on made cases."""
+    from swapcli.evaluate import metrics as M
+    from swapcli.read.image import read_image
+
+    yao = read_image(photos["yaoming"]).bgr
+    face = max(analyser.detect(yao), key=lambda f: f.area)
+    lmk = analyser.landmarks(yao, face)
+    assert M.forehead_hair_change(yao, yao, lmk) == 0.0
+    fringe = yao.copy()
+    (x0, y0, x1, y1), band = M.forehead_band(yao.shape, lmk)
+    fringe[y0:y1, x0:x1][band > 0] = (20, 35, 60)  # dark brown hair over the strip above the brows
+    assert M.forehead_hair_change(yao, fringe, lmk) > 0.5
+    grey = cv2.cvtColor(cv2.cvtColor(yao, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    assert M.is_greyscale(grey) and not M.is_greyscale(yao)
+    assert M.face_chroma(grey, lmk) == 0.0
+    tinted = grey.copy()
+    tinted[..., 2] = np.clip(tinted[..., 2].astype(int) + 30, 0, 255)
+    assert M.face_chroma(tinted, lmk) >= 25
+    astro = read_image(photos["astronaut"]).bgr
+    a_face = max(analyser.detect(astro), key=lambda f: f.area)
+    a_lmk = analyser.landmarks(astro, a_face)  # a wide smile; Yao Ming's mouth is open and round
+    assert M.expression_follow(lmk, a_lmk, lmk).follows_target
+    assert not M.expression_follow(lmk, a_lmk, a_lmk).follows_target
+    assert M.expression_follow(lmk, a_lmk, lmk).differ
