@@ -1,4 +1,4 @@
-"""Build swapcli's generic 3D face for the 106-point layout (src/swapcli.analyse.face_model_data.py).
+"""Build swapcli's generic 3D face for the 106-point layout (src/swapcli/analyse/face_model_data.py).
 
 Where the numbers come from, so they can be rebuilt and checked:
 - x, y: 2d106det landmarks of every near-frontal face (|yaw proxy| < 0.1, >= 40 px) in the photos
@@ -9,7 +9,7 @@ Where the numbers come from, so they can be rebuilt and checked:
   similarity on ten matching points; the 33 contour points take the jaw line's depth by arc length,
   the others its linearly interpolated depth. z grows away from the camera.
 
-Run: python tools/build_face_model.py > src/swapcli.analyse.face_model_data.py
+Run: python tools/build_face_model.py > src/swapcli/analyse/face_model_data.py
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ A face swap changes who the face is and nothing else, so:
 - What is not face in the source (a fringe, glasses frames, stray hair) is painted over with the
   source's own nearby skin; what the source cannot show (both sides turned away, landmarks that fit
   no head) stays the target's.
-- The target keeps its mouth's inside when open, and its eye openings (or whole eyes with their
-  lids) when source and target eyes differ in being open or shut. Everything above the brows
+- The target keeps its mouth's inside when open, its lips when the two mouths are held differently
+  (a pout, a grin), and its whole eyes with their lids when source and target eyes differ in being
+  open or shut (or the source's are hidden by sunglasses). Everything above the brows
   (hair, hairline, forehead) and beyond the outline stays the target's.
 - Light, colour, sharpness and grain are the target photo's (swap.appearance).
 """
@@ -40,6 +41,7 @@ from swapcli.analyse.skin import (
 from swapcli.blend.occlusion import COLOUR_TOL
 from swapcli.core.geometry import soft_mean
 from swapcli.core.raster import rasterise
+from swapcli.evaluate.metrics import EXPRESSION_SCALE, expression_features
 from swapcli.swap.appearance import colour_fields, match_grain
 from swapcli.swap.base import SourceFace, SwapResult
 
@@ -61,6 +63,15 @@ MAX_SOURCE_YAW = 55.0  # a source turned further than this shows too little of i
 MISFIT_OK, MISFIT_BAD = 0.04, 0.065  # landmark misfit to a rigid head (eye distances): trusted .. not
 SOURCE_DARK = 30.0  # L units darker than the skin around it that count as hair or frames on a source
 EYES = (mesh.LEFT_EYE_RING, mesh.RIGHT_EYE_RING)
+# Eyes whose closedness differs by more than this (0..1) keep the target's eye and lids, fully
+# from FROM + RAMP: a source eye squeezed into a squint or stretched over a shut one looks broken.
+EYE_KEEP_FROM, EYE_KEEP_RAMP = 0.25, 0.25
+# Mouths held differently (opening and smile, in expression units) keep the target's lips and
+# mouth: a source's pout, grin or lipstick pasted into another expression looks broken.
+MOUTH_KEEP_FROM, MOUTH_KEEP_RAMP = 1.5, 1.0
+# Unsharp amount per doubling of the source's enlargement (enlarging softens; grain matching
+# still blurs a face that ends up crisper than the photo).
+SHARPEN = 0.7
 
 
 def _width(points: np.ndarray, a: int, b: int) -> float:
@@ -116,6 +127,12 @@ def destination(lt: np.ndarray, pose_t: mesh.HeadPose, ls: np.ndarray, pose_s: m
     delta = new - ft
     delta[mesh.CONTOUR_PATH] = 0.0
     return np.asarray(lt, dtype=np.float64) + mesh.to_image_delta(delta, pose_t)
+
+
+def mouth_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """How differently two faces hold their mouths (opening and smile, in eval's expression units)."""
+    fa, fb = expression_features(a), expression_features(b)
+    return float(np.sqrt(np.mean([((fa[k] - fb[k]) / EXPRESSION_SCALE[k]) ** 2 for k in ("mouth_open", "smile")])))
 
 
 def inset_openings(verts: np.ndarray, eyes: tuple[bool, bool] = (True, True), lips: float = LIP_INSET) -> np.ndarray:
@@ -343,9 +360,10 @@ class MorphEngine:
         covered = r.covered
         region = r.per_triangle(mesh.regions(), -1)
 
-        # Eyes that differ in being open or shut keep the target's opening (an open source eye
-        # over a narrower target eye) or the target's whole eye and lids (a shut or hidden one).
-        eye_keep = [1.0 if hid else abs(a - b) for a, b, hid in zip(view.shut, shut_t, view.hidden)]
+        # Eyes that differ in being open or shut (or the source's hidden behind sunglasses) keep the
+        # target's whole eye and lids.
+        eye_keep = [1.0 if hid else float(np.clip((abs(a - b) - EYE_KEEP_FROM) / EYE_KEEP_RAMP, 0.0, 1.0))
+                    for a, b, hid in zip(view.shut, shut_t, view.hidden)]
         # An open source mouth shows teeth right at its inner lip line: its lips are sampled further out.
         lips = LIP_INSET_OPEN if mouth_opening(view.face.landmarks) > OPEN_MOUTH else LIP_INSET
         verts_s = inset_openings(view.verts, (eye_keep[0] > 0.5, eye_keep[1] > 0.5), lips)
@@ -396,15 +414,16 @@ class MorphEngine:
         use_src[region == mesh.OUTER] = 0.0  # the face's edge is the target's own skin
         soft = 0.012 * zs
         use_src = _blur(use_src, soft)
-        left_side = px.uv[..., 0] < 0
         for k, ring in enumerate(EYES):
-            if eye_keep[k] <= 0:
-                continue
-            if view.hidden[k] or view.shut[k] > shut_t[k]:  # a shut or hidden source eye has no lids to give
-                keep_here = periocular(px.uv, ring)
-            else:  # the source's lids around the target's opening (lid line, iris, gaze)
-                keep_here = _blur((region == mesh.EYE) & (left_side if k == 0 else ~left_side), soft)
-            use_src *= 1.0 - eye_keep[k] * keep_here
+            if eye_keep[k] > 0:
+                use_src *= 1.0 - eye_keep[k] * periocular(px.uv, ring)
+        # Mouths held differently keep the target's lips and mouth.
+        mouth_keep = float(np.clip((mouth_difference(view.face.landmarks, lt) - MOUTH_KEEP_FROM) / MOUTH_KEEP_RAMP,
+                                   0.0, 1.0))
+        if mouth_keep > 0:
+            lips_t = _blur(cv2.dilate(np.isin(region, (mesh.LIPS, mesh.MOUTH_IN)).astype(np.uint8),
+                                      np.ones((3, 3), np.uint8)).astype(np.float32), 0.03 * zs)
+            use_src *= 1.0 - mouth_keep * lips_t
         use_src *= src_ok
         # What the source cannot show honestly: both sides turned away, landmarks it cannot trust,
         # or a patch the source shows so small that it would be smeared over the target's (the
@@ -415,9 +434,10 @@ class MorphEngine:
         use_src *= _blur(seen * np.maximum(own, mirror_w), 0.05 * zs) * view.trust
 
         # Light and colour, measured on the skin of both faces in the same geometry (leaving out
-        # the target's own hair, beard, or whatever covers it).
+        # the target's own hair, beard, or whatever covers it). The source's shadowed skin counts
+        # too, so the target's light replaces the source's shadows instead of keeping them.
         skin_w = (region == mesh.SKIN).astype(np.float32) * covered
-        ws = skin_w * sure
+        ws = skin_w * (1.0 - replace)
         wt = skin_w.copy()
         target_map = skin_map(frame, target, tol=COLOUR_TOL)
         if target_map is not None:
@@ -443,12 +463,16 @@ class MorphEngine:
             face_img = np.clip(from_lab(fields.resized((w, h)).apply(to_lab(face_img))), 0.0, 255.0)
         use = full(use_src)[..., None]
         image = t_full + (face_img - t_full) * use
+        up = scale / view.pose.scale  # how much the source is enlarged: enlarging softens
+        if SHARPEN and up > 1.2:
+            amount = np.float32(min(1.0, SHARPEN * float(np.log2(up))))
+            image = image + (amount * use) * (image - cv2.GaussianBlur(image, (0, 0), float(0.5 * up)))
         seed = int(np.ascontiguousarray(frame[y0:y1:7, x0:x1:7]).sum()) & 0xFFFFFFFF
         image, grain = match_grain(image, t_full, full(ws), full(wt), seed)
 
         info = {"mirrored": mirrored, "source": str(source.path) if source.path else None,
                 "mouth_open": bool(mouth_open), "pose_gap": round(float(yaw_gap), 1),
-                "eyes_kept": [round(e, 2) for e in eye_keep], **grain}
+                "eyes_kept": [round(e, 2) for e in eye_keep], "mouth_kept": round(mouth_keep, 2), **grain}
         if yaw_gap > MAX_YAW_GAP or abs(view.pose.yaw) > MAX_SOURCE_YAW or view.trust < 1.0:
             info["pose_limited"] = (f"source turned {view.pose.yaw:+.0f}, target {pose_t.yaw:+.0f} deg"
                                     + ("; source landmarks unsure" if view.trust < 1.0 else ""))
