@@ -66,9 +66,10 @@ EYES = (mesh.LEFT_EYE_RING, mesh.RIGHT_EYE_RING)
 # Eyes whose closedness differs by more than this (0..1) keep the target's eye and lids, fully
 # from FROM + RAMP: a source eye squeezed into a squint or stretched over a shut one looks broken.
 EYE_KEEP_FROM, EYE_KEEP_RAMP = 0.25, 0.25
-# Mouths held differently (opening and smile, in expression units) keep the target's lips and
-# mouth: a source's pout, grin or lipstick pasted into another expression looks broken.
-MOUTH_KEEP_FROM, MOUTH_KEEP_RAMP = 1.5, 1.0
+# Mouths held differently (opening or smile, in expression units) keep the target's lips and
+# mouth: a source's pout, grin or lipstick pasted into another expression looks broken. The ramp
+# is short: half the source's lips over half the target's shows both.
+MOUTH_KEEP_FROM, MOUTH_KEEP_RAMP = 1.5, 0.3
 # Unsharp amount per doubling of the source's enlargement (enlarging softens; grain matching
 # still blurs a face that ends up crisper than the photo).
 SHARPEN = 0.7
@@ -130,9 +131,10 @@ def destination(lt: np.ndarray, pose_t: mesh.HeadPose, ls: np.ndarray, pose_s: m
 
 
 def mouth_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """How differently two faces hold their mouths (opening and smile, in eval's expression units)."""
+    """How differently two faces hold their mouths: the larger of the differences in opening and in
+    smile, in eval's expression units (either one alone changes the expression)."""
     fa, fb = expression_features(a), expression_features(b)
-    return float(np.sqrt(np.mean([((fa[k] - fb[k]) / EXPRESSION_SCALE[k]) ** 2 for k in ("mouth_open", "smile")])))
+    return float(max(abs(fa[k] - fb[k]) / EXPRESSION_SCALE[k] for k in ("mouth_open", "smile")))
 
 
 def inset_openings(verts: np.ndarray, eyes: tuple[bool, bool] = (True, True), lips: float = LIP_INSET) -> np.ndarray:
