@@ -5,8 +5,8 @@ The embedded engine keeps the target's outline, forehead, hair and expression (a
 own eyes and lips where the two faces hold them differently), so on these small faces (60-110 px,
 where the outline weighs much) the identity measured by the packaged MobileFaceNet moves less than
 with a neural engine: measured 0.34 to the source against 0.31 to the target, the source the
-nearest identity for 96 % of pairs (on larger faces, benchmarks/quality_pairs.py: 0.41 against
-0.30, 91 %). The bounds below guard that level: the source must stay the nearest identity."""
+nearest identity for 96 % of pairs (on larger faces, benchmarks/quality_pairs.py: 0.42 against
+0.29, 91 %). The bounds below guard that level: the source must stay the nearest identity."""
 
 from __future__ import annotations
 
