@@ -228,3 +228,61 @@ def test_batch_device_list_same_outputs(clip, tmp_path):
             assert cv2.PSNR(a, b) > 40, name  # same work; only thread-count float noise may differ
         elif name.endswith(".mp4"):
             assert probe(outs["two"] / name).frame_count == probe(outs["one"] / name).frame_count == 12
+
+
+class _Events:
+    """Stands in for the worker's event queue."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple] = []
+
+    def put(self, item: tuple) -> None:
+        self.items.append(item)
+
+    put_nowait = put
+
+
+def test_worker_stopped_while_starting_reports_no_traceback(monkeypatch):
+    """The moment issue 15 saw under load, made deliberate: SIGTERM reaches a segment worker while
+    it is still starting up (here from inside its set-up step). It must report "interrupted" and
+    return, never raise, and never start the work."""
+    import logging
+
+    from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
+    from swapcli.pipeline import batch as pb
+    from swapcli.pipeline import devices
+
+    def signalled_during_startup() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # Python runs the handler at the next bytecode boundaries
+            pass
+
+    def must_not_run(job):
+        raise AssertionError("the work started after a stop")
+
+    logger = logging.getLogger("swapcli")
+    handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
+    old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(pb, "_die_with_parent", signalled_during_startup)
+    monkeypatch.setattr(pb, "_EVENTS", None)
+    monkeypatch.setattr(devices, "_swap_segment", must_not_run)
+    for name in ("_STOPPING", "_GUARDED", "_EVENTS", "_STOP_EVENT"):
+        monkeypatch.setattr(devices, name, getattr(devices, name))
+    job = devices.SegmentJob(index=0, device="cpu", frame_range=(0, 1), engine=EngineOptions(), groups=(),
+                             references=None, target="t.mp4", segment="s.mp4", select=SelectOptions(),
+                             video=None, out=OutputOptions(), inputs=())
+    events = _Events()
+
+    class _Stop:
+        def is_set(self) -> bool:
+            return False
+
+    try:
+        devices._run_segment(job, events, _Stop())  # raises KeyboardInterrupt if the signal escapes
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+        logger.handlers[:], logger.propagate = handlers, propagate
+        logger.setLevel(level)
+    kinds = [item[0] for item in events.items]
+    assert "interrupted" in kinds and "done" not in kinds and "error" not in kinds

@@ -180,15 +180,21 @@ class WorkerError(SwapcliError):
 _EVENTS = None
 _STOP_EVENT = None
 _STOPPING = False
+_GUARDED = False  # inside the reporting try: an interrupt there is caught and reported
 
 
 def _on_signal(signum: int, frame: object) -> None:
-    """The first SIGINT/SIGTERM aborts the segment (writers clean up); later ones are ignored."""
+    """The first SIGINT/SIGTERM aborts the segment (writers clean up); later ones are ignored.
+
+    Before the worker reaches its reporting try (still importing, still setting up) a signal is
+    only recorded; the try checks the record first, so a stop at any moment of the worker's life
+    is reported as "interrupted", never as a traceback."""
     global _STOPPING
     if _STOPPING:
         return
     _STOPPING = True
-    raise KeyboardInterrupt
+    if _GUARDED:
+        raise KeyboardInterrupt
 
 
 def _put(item: tuple) -> None:
@@ -203,7 +209,7 @@ def _one_line(text: str) -> str:
 
 def _run_segment(job: SegmentJob, events: Any, stop: Any) -> None:
     """Worker entry point: swap one frame range into one segment file; report on ``events``."""
-    global _EVENTS, _STOP_EVENT, _STOPPING
+    global _EVENTS, _STOP_EVENT, _STOPPING, _GUARDED
     _EVENTS, _STOP_EVENT = events, stop
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
@@ -221,10 +227,15 @@ def _run_segment(job: SegmentJob, events: Any, stop: Any) -> None:
         _run_segment_reporting(job)
     finally:
         _STOPPING = True  # a signal from now on is ignored: nothing left to clean up, no traceback
+        _GUARDED = False
 
 
 def _run_segment_reporting(job: SegmentJob) -> None:
+    global _GUARDED
     try:
+        _GUARDED = True
+        if _STOPPING:  # told to stop while starting up
+            raise KeyboardInterrupt
         if os.environ.get(FAIL_ENV) == str(job.index):
             raise SwapcliError(f"test failure injected in segment {job.index}")
         if _STOP_EVENT.is_set():  # type: ignore[union-attr]
