@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -95,3 +96,64 @@ def mirror_face(face: Face, width: int) -> Face:
     x1, y1, x2, y2 = face.bbox
     bbox = np.array([width - 1 - x2, y1, width - 1 - x1, y2], dtype=np.float32)
     return Face(bbox=bbox, score=face.score, kps=kps, landmarks=lmk, embedding=face.embedding)
+
+
+# --------------------------------------------------------------------------- expression measures
+
+# 2d106det eye layout (checked on photos): two corners, two pupil points, and
+# six lid points per eye; the lids are what open and close.
+EYE_CORNERS = {"left": (35, 39), "right": (89, 93)}
+EYE_PUPILS = frozenset({34, 38, 88, 92})
+# Typical spread of each feature between people and expressions: the unit of expression distances.
+EXPRESSION_SCALE = {"mouth_open": 0.12, "mouth_width": 0.12, "smile": 0.05, "eye_open_left": 0.05,
+                    "eye_open_right": 0.05}
+
+
+def eye_centres(lmk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    lmk = np.asarray(lmk, dtype=np.float64)
+    return lmk[LEFT_EYE].mean(axis=0), lmk[RIGHT_EYE].mean(axis=0)
+
+
+def interocular(lmk: np.ndarray) -> float:
+    """Distance between the two eye centres, the length unit of the shape metrics."""
+    left, right = eye_centres(lmk)
+    return float(np.linalg.norm(right - left)) + 1e-6
+
+
+def _eye_opening(lmk: np.ndarray, group: np.ndarray, corners: tuple[int, int], iod: float) -> float:
+    """Extent of an eye's lid points across its corner axis, in inter-ocular distances."""
+    axis = lmk[corners[1]] - lmk[corners[0]]
+    axis = axis / (np.linalg.norm(axis) + 1e-9)
+    normal = np.array([-axis[1], axis[0]])
+    lids = lmk[[int(i) for i in group if int(i) not in EYE_PUPILS]]
+    return float(np.ptp(lids @ normal)) / iod
+
+
+def expression_features(lmk: np.ndarray) -> dict[str, float]:
+    """Pose-independent expression measures, each divided by the inter-ocular distance.
+
+    mouth_open: mean inner-lip gap; mouth_width: corner to corner; smile: how far the mouth
+    corners sit above the middle of the lips (across the eye line); eye_open_*: lid opening of
+    each (image-left / image-right) eye.
+    """
+    lmk = np.asarray(lmk, dtype=np.float64)
+    iod = interocular(lmk)
+    gaps = np.linalg.norm(lmk[LIP_PAIRS[:, 0]] - lmk[LIP_PAIRS[:, 1]], axis=1)
+    left, right = eye_centres(lmk)
+    axis = (right - left) / (np.linalg.norm(right - left) + 1e-9)
+    down = np.array([-axis[1], axis[0]])
+    corners = (lmk[MOUTH_CORNERS[0]] + lmk[MOUTH_CORNERS[1]]) / 2
+    middle = (lmk[62] + lmk[60]) / 2  # inner-lip centres, upper and lower
+    return {
+        "mouth_open": float(gaps.mean()) / iod,
+        "mouth_width": float(np.linalg.norm(lmk[MOUTH_CORNERS[1]] - lmk[MOUTH_CORNERS[0]])) / iod,
+        "smile": float((middle - corners) @ down) / iod,
+        "eye_open_left": _eye_opening(lmk, LEFT_EYE, EYE_CORNERS["left"], iod),
+        "eye_open_right": _eye_opening(lmk, RIGHT_EYE, EYE_CORNERS["right"], iod),
+    }
+
+
+def expression_gaps(a_lmk: np.ndarray, b_lmk: np.ndarray, keys: Sequence[str]) -> np.ndarray:
+    """|difference| of two faces' expression features, each in its EXPRESSION_SCALE unit."""
+    a, b = expression_features(a_lmk), expression_features(b_lmk)
+    return np.array([abs(a[k] - b[k]) / EXPRESSION_SCALE[k] for k in keys])

@@ -29,6 +29,7 @@ LEFT_BROW_UPPER = np.array([48, 49, 51, 50])  # outer to inner
 LEFT_BROW_LOWER = np.array([43, 44, 45, 47, 46])
 LEFT_BROW = np.r_[LEFT_BROW_LOWER, LEFT_BROW_UPPER]
 RIGHT_BROW = MIRROR_106[LEFT_BROW]
+RIGHT_BROW_UPPER = MIRROR_106[LEFT_BROW_UPPER]
 NOSE = np.arange(72, 87)
 # Points that keep their place on the skull whatever the expression: used for the head pose.
 RIGID = np.r_[LEFT_EYE_RING[[0, 4]], RIGHT_EYE_RING[[0, 4]], NOSE, LEFT_BROW_LOWER, MIRROR_106[LEFT_BROW_LOWER]]

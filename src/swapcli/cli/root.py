@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from swapcli import __version__
+from swapcli.core.options import DEFAULT_MIN_SHARE
 
 app = typer.Typer(
     name="swapcli",
@@ -46,7 +47,7 @@ class Opt:
     reference = typer.Option(None, "--reference", help="Swap only target faces whose identity matches the face in this photo.", exists=False)
     threshold = typer.Option(0.30, "--threshold", min=-1.0, max=1.0, help="Identity similarity (ArcFace cosine) a face needs to match --reference.")
     min_face = typer.Option(0.0, "--min-face-size", min=0.0, help="Ignore detected faces smaller than this many pixels.")
-    min_face_share = typer.Option(0.35, "--min-face-share", min=0.0, max=1.0, help="With --faces all or N, leave alone faces under this share of the largest face (and tiny background faces); 0 = swap every face found.")
+    min_face_share = typer.Option(DEFAULT_MIN_SHARE, "--min-face-share", min=0.0, max=1.0, help="With --faces all or N, leave alone faces under this share of the largest face (and tiny background faces); 0 = swap every face found.")
     sources = typer.Option(None, "--source", "-s", help="Another photo of the same source person (repeatable); the engine uses them as it can.")
     engine = typer.Option("auto", "--engine", help="Swap engine: auto (best installed), morph (embedded, no downloads), inswapper, ghost, hyperswap, ghost_onnx, simswap, blendswap, uniface (see `swapcli models list`).")
     model = typer.Option(None, "--model", help="Your own generator file for --engine (loaded unverified; said so).")

@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+DEFAULT_MIN_SHARE = 0.35  # --faces all|N: faces under this share of the largest face are left alone
 DEFAULT_THRESHOLD = 0.30  # ArcFace-MBF cosine: same person is usually > 0.4, strangers ~0.0
 
 
@@ -15,7 +16,7 @@ class SelectOptions:
     reference: Path | None = None
     threshold: float = DEFAULT_THRESHOLD
     min_size: float = 0.0  # ignore detections smaller than this (px, shorter box side)
-    min_share: float = 0.35  # --faces all|N: ignore faces under this share of the largest (and tiny ones)
+    min_share: float = DEFAULT_MIN_SHARE  # --faces all|N: ignore faces under this share of the largest (and tiny ones)
 
 
 @dataclass(frozen=True)

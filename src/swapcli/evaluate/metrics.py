@@ -16,23 +16,18 @@ import numpy as np
 
 from swapcli.analyse.face import (
     LEFT_EYE,
-    LIP_PAIRS,
-    MOUTH_CORNERS,
     RIGHT_EYE,
     Face,
     cosine,
+    expression_features,
+    expression_gaps,
+    eye_centres,
+    interocular,
 )
 from swapcli.analyse.pose import head_pose, roll_degrees, yaw_sign
 
-# 2d106det eye layout (checked on photos): two corners, two pupil points, and
-# six lid points per eye; the lids are what open and close.
-EYE_CORNERS = {"left": (35, 39), "right": (89, 93)}
-EYE_PUPILS = frozenset({34, 38, 88, 92})
 EYES = np.concatenate([LEFT_EYE, RIGHT_EYE])
 EXPRESSION_FEATURES = ("mouth_open", "mouth_width", "smile", "eye_open_left", "eye_open_right")
-# Typical spread of each feature between people and expressions: the unit of expression distances.
-EXPRESSION_SCALE = {"mouth_open": 0.12, "mouth_width": 0.12, "smile": 0.05, "eye_open_left": 0.05,
-                    "eye_open_right": 0.05}
 
 MIN_IOU = 0.3  # a result face belongs to a target face when their boxes overlap at least this much
 
@@ -116,50 +111,6 @@ def match_faces(targets: Sequence[Face], results: Sequence[Face], target_size: t
 # --------------------------------------------------------------------------- geometry of the 106 points
 
 
-def eye_centres(lmk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    lmk = np.asarray(lmk, dtype=np.float64)
-    return lmk[LEFT_EYE].mean(axis=0), lmk[RIGHT_EYE].mean(axis=0)
-
-
-def interocular(lmk: np.ndarray) -> float:
-    """Distance between the two eye centres, the length unit of the shape metrics."""
-    left, right = eye_centres(lmk)
-    return float(np.linalg.norm(right - left)) + 1e-6
-
-
-def _eye_opening(lmk: np.ndarray, group: np.ndarray, corners: tuple[int, int], iod: float) -> float:
-    """Extent of an eye's lid points across its corner axis, in inter-ocular distances."""
-    axis = lmk[corners[1]] - lmk[corners[0]]
-    axis = axis / (np.linalg.norm(axis) + 1e-9)
-    normal = np.array([-axis[1], axis[0]])
-    lids = lmk[[int(i) for i in group if int(i) not in EYE_PUPILS]]
-    return float(np.ptp(lids @ normal)) / iod
-
-
-def expression_features(lmk: np.ndarray) -> dict[str, float]:
-    """Pose-independent expression measures, each divided by the inter-ocular distance.
-
-    mouth_open: mean inner-lip gap; mouth_width: corner to corner; smile: how far the mouth
-    corners sit above the middle of the lips (across the eye line); eye_open_*: lid opening of
-    each (image-left / image-right) eye.
-    """
-    lmk = np.asarray(lmk, dtype=np.float64)
-    iod = interocular(lmk)
-    gaps = np.linalg.norm(lmk[LIP_PAIRS[:, 0]] - lmk[LIP_PAIRS[:, 1]], axis=1)
-    left, right = eye_centres(lmk)
-    axis = (right - left) / (np.linalg.norm(right - left) + 1e-9)
-    down = np.array([-axis[1], axis[0]])
-    corners = (lmk[MOUTH_CORNERS[0]] + lmk[MOUTH_CORNERS[1]]) / 2
-    middle = (lmk[62] + lmk[60]) / 2  # inner-lip centres, upper and lower
-    return {
-        "mouth_open": float(gaps.mean()) / iod,
-        "mouth_width": float(np.linalg.norm(lmk[MOUTH_CORNERS[1]] - lmk[MOUTH_CORNERS[0]])) / iod,
-        "smile": float((middle - corners) @ down) / iod,
-        "eye_open_left": _eye_opening(lmk, LEFT_EYE, EYE_CORNERS["left"], iod),
-        "eye_open_right": _eye_opening(lmk, RIGHT_EYE, EYE_CORNERS["right"], iod),
-    }
-
-
 def expression_error(target_lmk: np.ndarray, result_lmk: np.ndarray) -> tuple[float, dict[str, float]]:
     """Mean absolute difference of the expression features (and each difference, signed result - target)."""
     t, r = expression_features(target_lmk), expression_features(result_lmk)
@@ -174,9 +125,8 @@ EXPRESSION_KEYS = ("mouth_open", "smile", "eye_open_left", "eye_open_right")
 
 def expression_distance(a_lmk: np.ndarray, b_lmk: np.ndarray) -> float:
     """Distance of two expressions: RMS over EXPRESSION_KEYS of the feature differences, each in
-    its EXPRESSION_SCALE."""
-    a, b = expression_features(a_lmk), expression_features(b_lmk)
-    return float(np.sqrt(np.mean([((a[k] - b[k]) / EXPRESSION_SCALE[k]) ** 2 for k in EXPRESSION_KEYS])))
+    its EXPRESSION_SCALE (analyse.face)."""
+    return float(np.sqrt(np.mean(expression_gaps(a_lmk, b_lmk, EXPRESSION_KEYS) ** 2)))
 
 
 @dataclass(frozen=True)
@@ -240,11 +190,12 @@ def angle_diff(a: float, b: float) -> float:
 
 def face_pose(face: Face):
     """Head pose (yaw, pitch, roll in degrees): a 3D face fitted to the 106 landmarks when they are
-    known (stable on every axis), else PnP on the 5 keypoints."""
+    known (stable on every axis; the fit the engine uses, cached on the face), else PnP on the 5
+    keypoints."""
     if face.landmarks is not None:
-        from swapcli.analyse.mesh import fit_pose
+        from swapcli.analyse.skin import face_pose as fitted_pose
 
-        return fit_pose(face.landmarks)
+        return fitted_pose(face)
     return head_pose(face.kps)
 
 
@@ -303,7 +254,7 @@ class FaceMetrics:
         extra = {"expression": self.expression.to_json() if self.expression else None,
                  "forehead_hair": None if self.forehead_hair is None else round(self.forehead_hair, 4),
                  "grey_chroma": self.grey_chroma}
-        return {**extra, 
+        return {**extra,
             "id_source": round(self.id_source, 4),
             "id_target": round(self.id_target, 4),
             "id_margin": round(self.id_margin, 4),
@@ -438,7 +389,6 @@ def relative(result: float | None, target: float | None) -> dict | None:
 
 # --------------------------------------------------------------------------- what must stay the target's
 
-BROW_TOPS = (np.array([48, 49, 51, 50]), np.array([102, 103, 104, 105]))  # outer to inner, each brow
 FOREHEAD_BAND = 0.3  # height of the band above the brows, in inter-ocular distances
 
 
@@ -449,7 +399,9 @@ def forehead_band(shape: tuple[int, ...], lmk: np.ndarray, height: float = FOREH
     left, right = eye_centres(lmk)
     axis = (right - left) / (np.linalg.norm(right - left) + 1e-9)
     up = -np.array([-axis[1], axis[0]])
-    tops = np.vstack([lmk[BROW_TOPS[0]], lmk[BROW_TOPS[1][::-1]]])
+    from swapcli.analyse.mesh import LEFT_BROW_UPPER, RIGHT_BROW_UPPER
+
+    tops = np.vstack([lmk[LEFT_BROW_UPPER], lmk[RIGHT_BROW_UPPER]])
     tops = tops[np.argsort(tops @ axis)]
     poly = np.vstack([tops, (tops + up * height * interocular(lmk))[::-1]])
     h, w = shape[:2]
@@ -512,7 +464,6 @@ def face_chroma(image: np.ndarray, lmk: np.ndarray) -> float | None:
 
 def is_greyscale(image: np.ndarray, tolerance: int = 2) -> bool:
     """True when the picture has no colour (every pixel's channels agree within `tolerance`)."""
-    if image.ndim == 2 or image.shape[2] == 1:
-        return True
-    px = image[::2, ::2].astype(np.int16)
-    return bool((px.max(2) - px.min(2)).max() <= tolerance)
+    from swapcli.read.image import has_no_colour
+
+    return has_no_colour(image, tolerance, step=2)

@@ -81,13 +81,15 @@ def evaluate_image(analyser: Analyser, source: Source, gallery: Gallery | None, 
         return cosine(analyser.embed(result.image, face), source.embedding)
 
     matches = match_faces(chosen, in_result, target.size, result.size, identity)
+    aligned = {mirrored: _aligned_result(result.image, target.image.shape, mirrored)
+               for mirrored in {m.how == "mirrored" for m in matches}}
     for k, (t, match) in enumerate(zip(chosen, matches)):
         r = match.face
         analyser.landmarks(target.image, t)
         analyser.embed(target.image, t)
         entry: dict = {"index": k, "target_bbox": [round(float(v), 1) for v in t.bbox], "matched": r is not None,
                        "matched_by": match.how, "pose_target": face_pose(t).to_json()}
-        shown = _aligned_result(result.image, target.image.shape, match.how == "mirrored")
+        shown = aligned[match.how == "mirrored"]
         images = [("source", source_crop(source)), ("target", face_crop(target.image, t.bbox)),
                   ("result", face_crop(shown, t.bbox))]
         numbers: dict = {"matched": r is not None}

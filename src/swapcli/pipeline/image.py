@@ -58,16 +58,13 @@ def swap_image(
     faces = swapper.detect(frame)
     if not faces:
         raise NoFaceError(f"{target}: no face found in the target image")
-    _, skipped = size_filter(faces, select.faces, select.min_size, select.min_share, frame.shape)
+    pool, skipped = size_filter(faces, select.faces, select.min_size, select.min_share, frame.shape)
     chosen = select_faces(
-        faces,
+        pool,
         select.faces,
         reference=reference,
         threshold=select.threshold,
         embed=lambda f: swapper.embed(loaded.bgr, f),
-        min_size=select.min_size,
-        min_share=select.min_share,
-        shape=frame.shape,
     )
     if not chosen:
         why = "matches the reference" if reference is not None else f"is selected by --faces {select.faces}"

@@ -74,11 +74,14 @@ def read_image(path: str | Path) -> LoadedImage:
     else:
         rgb = np.asarray(upright.convert("RGB"))
     bgr = np.ascontiguousarray(rgb[..., ::-1])
-    grey = mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I") or _channels_equal(bgr)
+    grey = mode in ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I") or has_no_colour(bgr, 2, step=3)
     return LoadedImage(path, bgr, alpha, orientation, exif_bytes, icc, fmt, grey)
 
 
-def _channels_equal(bgr: np.ndarray) -> bool:
-    """True for a colour file that holds a greyscale picture (every pixel's channels within 1)."""
-    px = bgr[::3, ::3].astype(np.int16)
-    return bool(np.abs(px[..., 0] - px[..., 1]).max() <= 1 and np.abs(px[..., 1] - px[..., 2]).max() <= 1)
+def has_no_colour(image: np.ndarray, tolerance: int, step: int = 1) -> bool:
+    """True for a greyscale picture, even one stored in colour: every pixel's channels agree within
+    `tolerance` (checked on every `step`-th row and column)."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return True
+    px = image[::step, ::step].astype(np.int16)
+    return bool((px.max(2) - px.min(2)).max() <= tolerance)

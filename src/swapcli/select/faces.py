@@ -8,6 +8,7 @@ import numpy as np
 
 from swapcli.analyse.face import Face, cosine
 from swapcli.core.errors import UsageError
+from swapcli.core.options import DEFAULT_MIN_SHARE
 
 
 def parse_faces(spec: str) -> str | int:
@@ -19,7 +20,7 @@ def parse_faces(spec: str) -> str | int:
     raise UsageError(f"--faces must be 'largest', 'all' or a face index (0 = leftmost), not '{spec}'")
 
 
-MIN_SHARE = 0.35  # with --faces all|N, faces smaller than this share of the largest face are ignored
+MIN_SHARE = DEFAULT_MIN_SHARE  # with --faces all|N, faces smaller than this share of the largest face are ignored
 IMAGE_FLOOR = 0.02  # ... and faces smaller than this share of the picture's shorter side
 
 
@@ -57,13 +58,10 @@ def select_faces(
     reference: np.ndarray | None = None,
     threshold: float = 0.3,
     embed: Callable[[Face], np.ndarray] | None = None,
-    min_size: float = 0.0,
-    min_share: float = 0.0,
-    shape: tuple[int, ...] | None = None,
 ) -> list[Face]:
-    """Faces arrive left to right; N indexes that order (after the size filter)."""
+    """Faces arrive left to right (already through size_filter); N indexes that order."""
     mode = parse_faces(spec)
-    pool, _ = size_filter(faces, spec, min_size, min_share, shape)
+    pool = list(faces)
     if reference is not None:
         if embed is None:
             raise ValueError("reference selection needs an embedder")

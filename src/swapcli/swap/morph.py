@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from swapcli.analyse import mesh
-from swapcli.analyse.face import Face, mirror_face, mouth_opening
+from swapcli.analyse.face import Face, expression_gaps, mirror_face, mouth_opening
 from swapcli.analyse.skin import (
     DARK_LIMIT_STRICT,
     WORK_IOD,
@@ -41,7 +41,6 @@ from swapcli.analyse.skin import (
 from swapcli.blend.occlusion import COLOUR_TOL
 from swapcli.core.geometry import soft_mean
 from swapcli.core.raster import rasterise
-from swapcli.evaluate.metrics import EXPRESSION_SCALE, expression_features
 from swapcli.swap.appearance import colour_fields, match_grain
 from swapcli.swap.base import SourceFace, SwapResult
 
@@ -133,8 +132,7 @@ def destination(lt: np.ndarray, pose_t: mesh.HeadPose, ls: np.ndarray, pose_s: m
 def mouth_difference(a: np.ndarray, b: np.ndarray) -> float:
     """How differently two faces hold their mouths: the larger of the differences in opening and in
     smile, in eval's expression units (either one alone changes the expression)."""
-    fa, fb = expression_features(a), expression_features(b)
-    return float(max(abs(fa[k] - fb[k]) / EXPRESSION_SCALE[k] for k in ("mouth_open", "smile")))
+    return float(expression_gaps(a, b, ("mouth_open", "smile")).max())
 
 
 def inset_openings(verts: np.ndarray, eyes: tuple[bool, bool] = (True, True), lips: float = LIP_INSET) -> np.ndarray:
