@@ -6,7 +6,7 @@ OUT    ?= out
 # torch is installed first and pinned, so no resolver ever pulls CUDA wheels (override: make TORCH=...)
 TORCH  ?= 2.13.0
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast test-bundled-ffmpeg bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q 'torch==$(TORCH)'
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,cluster]'  # cluster: ray, for --cluster and tests/test_cluster.py
 	touch $@
 
 setup: $(VENV)/.installed
@@ -34,6 +34,12 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# the video tests again with imageio-ffmpeg's own ffmpeg (7.x/9.x), when `make test` used a system one
+VIDEO_TESTS := tests/test_video_io.py tests/test_writer_speed.py tests/test_hostile.py tests/test_cli_video.py
+test-bundled-ffmpeg: setup
+	SWAPCLI_FFMPEG="$$($(BIN)/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')" \
+		$(BIN)/python -m pytest -q $(VIDEO_TESTS)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_image.py

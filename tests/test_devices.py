@@ -185,7 +185,7 @@ def test_video_split_ctrl_c(tmp_path):
         deadline = time.time() + 90
         while time.time() < deadline:  # wait until both workers are encoding their segments
             assert proc.poll() is None, proc.communicate()
-            segments = [p for p in out_dir.glob(".o.swapcli-split-*/.segment-*") if p.stat().st_size]
+            segments = [p for p in out_dir.glob(".o.swapcli-*-split/.segment-*") if p.stat().st_size]
             if len(segments) >= 2:
                 break
             time.sleep(0.1)
@@ -242,47 +242,86 @@ class _Events:
     put_nowait = put
 
 
-def test_worker_stopped_while_starting_reports_no_traceback(monkeypatch):
-    """The moment issue 15 saw under load, made deliberate: SIGTERM reaches a segment worker while
-    it is still starting up (here from inside its set-up step). It must report "interrupted" and
-    return, never raise, and never start the work."""
+class _Inbox:
+    def __init__(self, *items) -> None:
+        self.items = list(items)
+
+    def get(self):
+        return self.items.pop(0) if self.items else None
+
+
+class _Stop:
+    def is_set(self) -> bool:
+        return False
+
+
+def _signal_self() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    for _ in range(1000):  # Python runs the handler at the next bytecode boundaries
+        pass
+
+
+@pytest.mark.parametrize("moment", ["startup", "factory", "waiting", "running", "reporting"])
+def test_worker_stopped_while_starting_reports_no_traceback(monkeypatch, moment):
+    """The moment issue 15 saw under load, made deliberate: SIGTERM reaches an executor worker
+    (the one behind --device lists, --workers N and the segment split) while it is still starting
+    up, loading its models, waiting for work, running or reporting. It must report "interrupted"
+    (or its finished result) and return, never raise, and never start work after a stop."""
     import logging
 
-    from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
-    from swapcli.pipeline import batch as pb
-    from swapcli.pipeline import devices
+    from swapcli.pipeline import executor
 
-    def signalled_during_startup() -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(1000):  # Python runs the handler at the next bytecode boundaries
-            pass
+    started: list[int] = []
 
-    def must_not_run(job):
-        raise AssertionError("the work started after a stop")
+    class App:
+        def run(self, payload, progress, paths):
+            started.append(payload)
+            if moment == "running":
+                _signal_self()
+            return {"ok": payload}
+
+    def factory(setup, paths):
+        if moment == "factory":
+            _signal_self()
+        return App()
+
+    class Inbox(_Inbox):
+        def get(self):
+            if moment == "waiting":
+                _signal_self()
+            return super().get()
+
+    events = _Events()
+    if moment == "reporting":  # the signal lands while the result is being put on the queue
+        def put(item: tuple) -> None:
+            events.items.append(item)
+            if item[0] == "done":
+                _signal_self()
+        events.put = events.put_nowait = put  # type: ignore[method-assign]
 
     logger = logging.getLogger("swapcli")
     handlers, level, propagate = logger.handlers[:], logger.level, logger.propagate
     old_int, old_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    monkeypatch.setattr(pb, "_die_with_parent", signalled_during_startup)
-    monkeypatch.setattr(pb, "_EVENTS", None)
-    monkeypatch.setattr(devices, "_swap_segment", must_not_run)
-    for name in ("_STOPPING", "_GUARDED", "_EVENTS", "_STOP_EVENT"):
-        monkeypatch.setattr(devices, name, getattr(devices, name))
-    job = devices.SegmentJob(index=0, device="cpu", frame_range=(0, 1), engine=EngineOptions(), groups=(),
-                             references=None, target="t.mp4", segment="s.mp4", select=SelectOptions(),
-                             video=None, out=OutputOptions(), inputs=())
-    events = _Events()
-
-    class _Stop:
-        def is_set(self) -> bool:
-            return False
-
-    try:
-        devices._run_segment(job, events, _Stop())  # raises KeyboardInterrupt if the signal escapes
+    if moment == "startup":
+        monkeypatch.setattr(executor, "_die_with_parent", _signal_self)
+    else:
+        monkeypatch.setattr(executor, "_die_with_parent", lambda: None)
+    for name in ("_STOPPING", "_GUARDED", "_EVENTS", "_PARENT"):
+        monkeypatch.setattr(executor, name, getattr(executor, name))
+    item = executor.Item(0, 7)
+    try:  # raises KeyboardInterrupt if the signal escapes
+        executor.worker_main(0, factory, None, Inbox(item, executor.Item(1, 8)), events, _Stop())
     finally:
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)
         logger.handlers[:], logger.propagate = handlers, propagate
         logger.setLevel(level)
-    kinds = [item[0] for item in events.items]
-    assert "interrupted" in kinds and "done" not in kinds and "error" not in kinds
+    kinds = [event[0] for event in events.items]
+    assert "error" not in kinds, events.items
+    assert kinds[-1] == "interrupted", events.items
+    if moment in ("startup", "factory", "waiting"):
+        assert started == [] and "done" not in kinds  # never started after the stop
+    elif moment == "running":
+        assert started == [7]  # the app ran; its result is delivered or it is reported interrupted
+    else:  # reporting: the finished result is not lost, and no further item is started
+        assert started == [7] and ("done", 0, 0, {"ok": 7}) in events.items

@@ -439,3 +439,32 @@ def test_video_phone_vfr_rotated(corpus, tmp_path, analyser):
         assert len(faces) == 1
         emb = analyser.embed(frame, faces[0])
         assert float(emb @ src_emb) > float(emb @ orig_emb)
+
+
+# --------------------------------------------------------------------------- folder walks (issue 19)
+
+
+def test_symlink_loops_end_with_each_file_once(tmp_path):
+    """Links back up the tree made `batch 'photos/**/*.jpg' -r` run forever (glob follows them). Rule:
+    symlinked folders are followed, but no folder (device, inode) twice, real subfolders first."""
+    photos, elsewhere = tmp_path / "photos", tmp_path / "elsewhere"
+    (photos / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    for path in (photos / "a.jpg", photos / "sub" / "b.jpg", elsewhere / "c.jpg"):
+        path.write_bytes(b"not read by --dry-run")
+    for link, target in (("photos/sub/up1", ".."), ("photos/sub/up2", ".."), ("photos/sub/here", "."),
+                         ("photos/twin", "sub"), ("photos/ext", "../elsewhere"),
+                         ("photos/sub/ext2", "../../elsewhere"), ("elsewhere/back", "../photos")):
+        (tmp_path / link).symlink_to(target, target_is_directory=True)
+    expected = {("photos/a.jpg", "out/a_swapped.jpg"), ("photos/sub/b.jpg", "out/sub/b_swapped.jpg"),
+                ("photos/ext/c.jpg", "out/ext/c_swapped.jpg")}  # ext: the first link to a folder outside
+    for inputs in (["photos"], ["photos/**/*.jpg"], ["photos/**"], ["photos/*", "photos/**/b.jpg"]):
+        proc = run_cli("batch", SOURCE, *inputs, "-r", "-o", "out", "--dry-run", "--json", cwd=tmp_path,
+                       timeout=120)  # a safety net only: the walk takes well under a second
+        assert proc.returncode == 0, (inputs, proc.stderr)
+        rows = json.loads(proc.stdout)["files"]
+        assert {(r["input"], r["output"]) for r in rows} == expected, inputs
+    proc = run_cli("batch", SOURCE, "photos", "-o", "out", "--dry-run", "--json", cwd=tmp_path)  # not -r
+    assert [r["input"] for r in json.loads(proc.stdout)["files"]] == ["photos/a.jpg"]
+    assert "3 subfolder(s) not searched" in proc.stderr
+    assert not (tmp_path / "out").exists()

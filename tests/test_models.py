@@ -92,6 +92,17 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
 
+    def do_HEAD(self) -> None:  # the reachability probe; kept apart from `requests` (downloads)
+        server: ModelServer = self.server  # type: ignore[assignment]
+        path = self.path.split("?")[0]
+        with server.lock:
+            server.heads.append(path)
+            status = server.fail.get(path) or (200 if path in server.files else 404)
+            size = len(server.files.get(path, b"")) if status == 200 else 0
+        self.send_response(status)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+
     def _send(self, status: int, body: bytes) -> None:
         with self.server.lock:  # type: ignore[attr-defined]
             self.server.sent.setdefault(self.path, 0)  # type: ignore[attr-defined]
@@ -114,6 +125,7 @@ class ModelServer(ThreadingHTTPServer):
         self.delay = 0.0  # seconds between chunks (a slow server)
         self.chunk = 64 * 1024
         self.requests: list[dict] = []
+        self.heads: list[str] = []  # HEAD requests (reachability probes)
         self.sent: dict[str, int] = {}
 
     def url(self, path: str) -> str:
@@ -213,6 +225,37 @@ def test_registry_entries_are_complete():
     assert not registry.commercial_use_ok(models["inswapper_128"]) and registry.commercial_use_ok(models["gfpgan_1.4"])
     assert dl.sidecar_url(models["hyperswap_1a_256"].urls[0]).endswith("/models-3.3.0/hyperswap_1a_256.hash")
     assert dl.sidecar_url(models["ghost_unet_2blocks"].urls[0]) is None
+
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def test_registry_pins_name_their_source_and_the_flagship_is_all_pinned():
+    from swapcli.cli.models import _resolve
+
+    for spec in registry.MODELS.values():
+        if spec.sha256 is not None:
+            assert HEX64.fullmatch(spec.sha256) and spec.size > 0 and spec.hash_source, spec.name
+        else:
+            assert spec.hash_source is None, spec.name
+    flagship = _resolve(["inswapper_128"], True)
+    assert [s.name for s in flagship] == ["inswapper_128", "w600k_r50"]
+    assert all(s.sha256 for s in flagship)  # one plain `models download inswapper_128`: no trust question
+    w600k = registry.MODELS["w600k_r50"]
+    assert (w600k.size, w600k.sha256[:8], w600k.urls[0].endswith("/models-3.0.0/arcface_w600k_r50.onnx")) == (
+        174_388_474, "f1f79dc3", True)
+
+
+def test_table_rows_take_family_defaults():
+    specs = registry._table({"kind": "enhancer", "host": registry._ff("models-9.9.9"), "norm": "tanh"},
+                            {"name": "a", "licence": "MIT"},
+                            {"name": "b", "licence": "MIT", "filename": "b.pth", "norm": "unit", "pin": ("0" * 64, 5, "here")},
+                            {"name": "c", "licence": "MIT", "urls": ("https://example.org/c.onnx",)})
+    a, b, c = specs
+    assert (a.filename, a.kind, a.norm, a.sha256, a.size, a.hash_source) == ("a.onnx", "enhancer", "tanh", None, None, None)
+    assert a.urls[0] == "https://github.com/facefusion/facefusion-assets/releases/download/models-9.9.9/a.onnx"
+    assert (b.filename, b.norm, b.sha256, b.size, b.hash_source) == ("b.pth", "unit", "0" * 64, 5, "here")
+    assert b.urls[1].endswith("/models-9.9.9/resolve/main/b.pth") and c.urls == ("https://example.org/c.onnx",)
 
 
 def test_registry_extra_adds_models_and_mirrors(tmp_path):
@@ -447,7 +490,9 @@ def test_cli_download_verify_path_list(server, tmp_path):
     assert (proc.returncode, proc.stdout.strip()) == (0, str(weights / "c_ok.onnx"))
     listed = json.loads(run_cli("models", "list", "--json", "--weights-dir", weights, cwd=tmp_path, env=env).stdout)
     row = next(m for m in listed["models"] if m["name"] == "c_ok")
-    assert (row["installed"], row["status"], row["hash"], row["path"]) == (True, "verified", "registry", str(weights / "c_ok.onnx"))
+    assert (row["installed"], row["status"], row["trust"]) == (True, "verified", "registry")
+    assert row["path"] == str(weights / "c_ok.onnx")
+    assert row["hash"] == sha(data) and row["hash_source"] == "the registry"
     assert any(m["name"] == "inswapper_128" for m in listed["models"])
 
 
@@ -492,6 +537,9 @@ def test_cli_unpinned_refused_then_trusted_then_tamper_refused(server, tmp_path)
     assert "PINNED" in proc.stderr and sha(data) in proc.stderr
     path = Path(proc.stdout.strip())
     assert run_cli("models", "path", "c_tofu", cwd=tmp_path, env=env).stdout.strip() == str(path)
+    listed = json.loads(run_cli("models", "list", "--json", cwd=tmp_path, env=env).stdout)
+    row = next(m for m in listed["models"] if m["name"] == "c_tofu")
+    assert (row["hash"], row["trust"]) == (sha(data), "pin") and "pins.json" in row["hash_source"]
     path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     proc = run_cli("models", "path", "c_tofu", cwd=tmp_path, env=env)
     assert_clean_failure(proc, 4)
@@ -499,6 +547,94 @@ def test_cli_unpinned_refused_then_trusted_then_tamper_refused(server, tmp_path)
     proc = run_cli("models", "verify", cwd=tmp_path, env=env)
     assert_clean_failure(proc, 4)
     assert "MISMATCH" in proc.stdout and "c_tofu" in proc.stdout
+
+
+def test_cli_list_json_shows_each_pinned_sha256_and_its_source(tmp_path):
+    env = cli_env(tmp_path, [])
+    proc = run_cli("models", "list", "--json", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["models"]}
+    assert rows.keys() == registry.MODELS.keys()
+    for name, spec in registry.MODELS.items():
+        row = rows[name]
+        if spec.sha256:
+            assert HEX64.fullmatch(row["hash"]) and row["hash"] == spec.sha256, name
+            assert (row["trust"], row["hash_source"], row["size"]) == ("registry", spec.hash_source, spec.size), name
+        else:
+            assert (row["hash"], row["trust"], row["hash_source"]) == (None, None, None), name
+    assert rows["w600k_r50"]["hash"].startswith("f1f79dc3") and "LFS" in rows["w600k_r50"]["hash_source"]
+
+
+def test_cli_plain_download_of_a_pinned_model_and_pinned_dependency_asks_nothing(server, tmp_path):
+    main, dep = blob(200_000, seed=20), blob(100_000, seed=21)
+    env = cli_env(tmp_path, [{**entry("c_dep", dep, [server.add("/c_dep.onnx", dep)]), "kind": "embedder"},
+                             {**entry("c_main", main, [server.add("/c_main.onnx", main)]), "embedder": "c_dep"}])
+    proc = run_cli("models", "download", "c_main", cwd=tmp_path, env=env)  # no flag, and no terminal to answer
+    assert proc.returncode == 0, proc.stderr
+    cache = tmp_path / "xdg" / "swapcli"
+    assert proc.stdout.split() == [str(cache / "c_main.onnx"), str(cache / "c_dep.onnx")]
+    assert (cache / "c_main.onnx").read_bytes() == main and (cache / "c_dep.onnx").read_bytes() == dep
+    assert "trust" not in proc.stderr.lower() and "PINNED" not in proc.stderr
+    assert not (cache / "pins.json").exists()
+
+
+def test_cli_unpinned_dependency_refusal_names_every_file_once(server, tmp_path):
+    main, dep = blob(1000, seed=22), blob(1000, seed=23)
+    env = cli_env(tmp_path, [{**entry("c_udep", dep, [server.add("/c_udep.onnx", dep)], pinned=False), "kind": "embedder"},
+                             {**entry("c_umain", main, [server.add("/c_umain.onnx", main)], pinned=False,
+                                      licence="non-commercial"), "embedder": "c_udep"}])
+    proc = run_cli("models", "download", "c_umain", cwd=tmp_path, env=env)
+    assert_clean_failure(proc, 2)
+    error = next(ln for ln in proc.stderr.splitlines() if ln.startswith("swapcli: error:"))
+    assert "c_umain, c_udep: no published SHA-256" in error and "--trust-unpinned" in error and "--no-deps" in error
+    assert "c_umain: licence not cleared" in error and "--yes" in error
+    assert server.requests == [] and server.heads  # probed (HEAD), nothing downloaded
+    proc = run_cli("models", "download", "c_umain", "--trust-unpinned", "--yes", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("PINNED") == 2
+
+
+@pytest.mark.parametrize("licence, pinned", [("MIT", False), ("non-commercial", True), ("non-commercial", False)])
+def test_cli_offline_is_exit_4_before_any_consent_question(tmp_path, licence, pinned):
+    port = _closed_port()
+    env = cli_env(tmp_path, [entry("c_off", b"x" * 10, [f"http://127.0.0.1:{port}/c_off.onnx"], pinned=pinned, licence=licence)])
+    proc = run_cli("models", "download", "c_off", cwd=tmp_path, env=env)
+    assert_clean_failure(proc, 4)
+    assert "connection refused" in proc.stderr and "--trust-unpinned" not in proc.stderr
+    assert "pass --yes" not in proc.stderr
+    assert not (tmp_path / "xdg" / "swapcli").exists() or not list((tmp_path / "xdg" / "swapcli").glob("c_off*"))
+
+
+def test_interactive_trust_is_one_question_for_all_unpinned_files(server, cache, inject, monkeypatch):
+    import sys as _sys
+
+    import typer
+
+    from swapcli.cli import models as cli_models
+
+    dep = inject(spec_for("m_qdep", b"d" * 100, [server.add("/m_qdep.onnx", b"d" * 100)], pinned=False))
+    main = inject(spec_for("m_qmain", b"m" * 100, [server.add("/m_qmain.onnx", b"m" * 100)], pinned=False, embedder="m_qdep"))
+    monkeypatch.setattr(_sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(_sys.stderr, "isatty", lambda: True, raising=False)
+    asked: list[str] = []
+    monkeypatch.setattr(typer, "confirm", lambda text, **kw: asked.append(text) or True)
+    assert cli_models._consent([main, dep], ["m_qmain"], yes=False, trust_unpinned=False) is True
+    assert len(asked) == 1 and "m_qmain (m_qmain.onnx)" in asked[0] and "m_qdep (m_qdep.onnx, a dependency)" in asked[0]
+    monkeypatch.setattr(typer, "confirm", lambda text, **kw: asked.append(text) and False)
+    with pytest.raises(UsageError, match="not trusted; nothing downloaded"):
+        cli_models._consent([main, dep], ["m_qmain"], yes=False, trust_unpinned=False)
+    assert server.requests == []
+
+
+def test_unreachable_probe(server, cache):
+    up = spec_for("m_up", b"u", [server.url("/missing.onnx"), server.add("/m_up.onnx", b"u")])
+    gone = spec_for("m_gone", b"g", [server.url("/missing.onnx")])
+    port = _closed_port()
+    down = spec_for("m_down2", b"d", [f"http://127.0.0.1:{port}/a.onnx", f"http://127.0.0.1:{port}/b.onnx"])
+    assert dl.unreachable([up]) is None
+    assert "HTTP 404" in dl.unreachable([up, gone]) and "'m_gone'" in dl.unreachable([up, gone])
+    assert "connection refused from all 2 URLs" in dl.unreachable([down])
+    assert dl.unreachable([spec_for("m_nourl", b"n", [])]) == "no download URL is known for 'm_nourl'"
 
 
 def test_cli_pin_a_file_already_on_disk(tmp_path):

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from clips import make_clip, make_text_file, make_truncated, set_rotation  # noqa: E402
+from clips import make_clip, make_text_file, make_truncated, rotation_matrix, set_rotation, stored_matrix  # noqa: E402
 
 from swapcli.core import ffmpeg as ff  # noqa: E402
 from swapcli.core.errors import InputError, OutputError, SwapcliError, UsageError  # noqa: E402
+from swapcli.read.video import SWS_FLAGS as READER_SWS_FLAGS  # noqa: E402
 from swapcli.read.video import FrameReader, VideoInfo, probe  # noqa: E402
 from swapcli.write.video import VideoWriter, audio_copyable, subtitle_codec  # noqa: E402
 
@@ -160,7 +163,7 @@ def test_probe_no_audio_odd_rotation_vfr_hdr_subs(clips: dict[str, Path]) -> Non
     odd = probe(clips["odd"])
     assert (odd.width, odd.height) == (321, 181)
     rot = probe(clips["rot90"])
-    assert rot.rotation == 90 and (rot.width, rot.height) == (360, 640)
+    assert rot.rotation == 90 == autorotation(clips["rot90"]) and (rot.width, rot.height) == (360, 640)
     assert (rot.coded_width, rot.coded_height) == (640, 360)
     vfr = probe(clips["vfr"])
     assert vfr.is_vfr is True and vfr.frame_count == FRAMES
@@ -186,9 +189,73 @@ def test_ntsc_rate_is_exact_and_kept(ext: str, tmp_path: Path) -> None:
     assert got.duration == pytest.approx(info.duration, abs=0.002)
 
 
-def test_probe_rotation_270(clips: dict[str, Path], tmp_path: Path) -> None:
-    info = probe(set_rotation(clips["pan"], tmp_path / "r270.mp4", 270))
-    assert info.rotation == 270 and (info.width, info.height) == (360, 640)
+def ffmpeg_frame(path: Path, *, autorotate: bool = True) -> np.ndarray:
+    """The first frame as ffmpeg itself decodes it: with autorotate (ffmpeg's default) as
+    players show it, without it as the pixels are stored. PPM, so it carries its own size and
+    nothing else (ffmpeg >= 7.1 puts the rotation into a PNG's EXIF, which cv2 would apply).
+    ffmpeg converts to RGB by the stream's own tags (matrix, range) with the reader's swscale
+    flags, so reader and ffmpeg can be compared pixel for pixel."""
+    cmd = [*ff.base_cmd(), *([] if autorotate else ["-noautorotate"]), "-i", ff.media_path(path),
+           "-frames:v", "1", "-sws_flags", READER_SWS_FLAGS, "-f", "image2pipe", "-c:v", "ppm", "-"]
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    frame = cv2.imdecode(np.frombuffer(proc.stdout, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    assert frame is not None, f"ffmpeg gave no picture for {path}"
+    return frame
+
+
+def turn_clockwise(frame: np.ndarray, degrees: int) -> np.ndarray:
+    return np.rot90(frame, k=-(degrees // 90))
+
+
+def diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean absolute difference; inf for different shapes."""
+    return float(np.abs(a.astype(int) - b.astype(int)).mean()) if a.shape == b.shape else float("inf")
+
+
+def autorotation(path: Path) -> int:
+    """The clockwise turn ffmpeg's own autorotate applies: the one of 0/90/180/270 that takes
+    the stored pixels to the shown frame, found from content and size, not from metadata."""
+    stored, shown = ffmpeg_frame(path, autorotate=False), ffmpeg_frame(path)
+    scores = sorted((diff(turn_clockwise(stored, d), shown), d) for d in (0, 90, 180, 270))
+    (best, degrees), (second, _) = scores[:2]
+    assert best < 1.0 and second > 10 * max(best, 1.0), scores  # one turn fits, no other comes close
+    return degrees
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotation_agrees_with_ffmpeg_autorotate(clips: dict[str, Path], tmp_path: Path, degrees: int) -> None:
+    """(a) probe's rotation is the turn ffmpeg's autorotate applies; (b) the reader's frame is
+    ffmpeg's autorotated frame, pixel for pixel within the conversions' rounding."""
+    clip = set_rotation(clips["pan"], tmp_path / f"r{degrees}.mp4", degrees)
+    assert stored_matrix(clip) == rotation_matrix(degrees)  # the file holds the matrix we meant
+    shown = ffmpeg_frame(clip)
+    assert autorotation(clip) == degrees  # and ffmpeg shows it turned that way
+    info = probe(clip)
+    assert info.rotation == degrees and (info.width, info.height) == (shown.shape[1], shown.shape[0])
+    assert (info.coded_width, info.coded_height) == (640, 360)
+    with FrameReader(info) as reader:
+        frame = reader.read()
+    assert frame is not None and frame.shape == shown.shape
+    # same picture, same conversion: measured 0.0 with ffmpeg 4.2, 5.1 and 9.0 (0.5 leaves room
+    # for a build rounding one step differently); a frame turned the wrong way differs by ~68
+    assert diff(frame, shown) < 0.5
+    stored = ffmpeg_frame(clip, autorotate=False)
+    assert all(diff(frame, turn_clockwise(stored, d)) > 10 for d in (0, 90, 180, 270) if d != degrees)
+
+
+def test_set_rotation_writes_what_display_rotation_writes(clips: dict[str, Path], tmp_path: Path) -> None:
+    """ffmpeg >= 7 can store a rotation itself (-display_rotation, counter-clockwise degrees):
+    the fixture's matrix must be byte for byte the one ffmpeg writes for the same turn."""
+    version = ff.version()
+    if version is not None and version < (7, 0):
+        pytest.skip(f"ffmpeg {version[0]}.{version[1]} has no -display_rotation")
+    for degrees in (90, 270):
+        ours = set_rotation(clips["pan"], tmp_path / f"ours{degrees}.mp4", degrees)
+        theirs = tmp_path / f"theirs{degrees}.mp4"
+        ff.run([*ff.base_cmd(), "-y", "-display_rotation:v:0", str(-degrees), "-i", ff.media_path(clips["pan"]),
+                "-map", "0", "-c", "copy", ff.media_path(theirs)])
+        assert stored_matrix(ours) == stored_matrix(theirs) == rotation_matrix(degrees)
 
 
 def test_bad_inputs_raise_input_error(clips: dict[str, Path], tmp_path: Path) -> None:
@@ -245,8 +312,9 @@ def test_reader_rotated_clip_is_upright(clips: dict[str, Path], tmp_path: Path) 
     with FrameReader(plain) as a, FrameReader(rotated) as b:
         fa, fb = a.read(), b.read()
     assert fa is not None and fb is not None and fb.shape == (640, 360, 3)
-    expected = np.rot90(fa, k=-1)  # 90 degrees clockwise
-    assert np.abs(fb.astype(int) - expected.astype(int)).mean() < 2.0
+    shown = ffmpeg_frame(rotated)  # what ffmpeg itself shows, turned by its own autorotate
+    assert diff(fb, shown) < 0.5 and diff(fb, turn_clockwise(fa, 90)) < 1.0  # rotation is lossless
+    assert diff(fb, turn_clockwise(fa, 270)) > 10
 
 
 def test_reader_vfr_every_frame_once(clips: dict[str, Path]) -> None:

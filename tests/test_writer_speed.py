@@ -140,8 +140,12 @@ def test_parallel_writer_keeps_order_and_output(tmp_path: Path) -> None:
         outs.append(_read_all(out))
     assert len(outs[0]) == len(outs[1]) == len(frames)
     assert all(np.array_equal(a, b) for a, b in zip(*outs))
-    means = [float(f.mean()) for f in outs[1]]
-    assert all(abs(m - 8 * i) < 3 for i, m in enumerate(means)), means
+    # levels survive bgr24 -> yuv420p (limited range) -> bgr24: one Y step is 255/219 = 1.16
+    # RGB levels, so rounding to the nearest Y and back to the nearest RGB level is off by at
+    # most 0.58 + 0.5 per flat grey; the watermark moves a frame's mean by ~0.02. Measured
+    # (ffmpeg 4.2, 5.1, 9.0 alike): mean 0.13, max 1.01. Truncating conversions were 1.7-2.7 dark.
+    errors = [abs(float(f.mean()) - 8 * i) for i, f in enumerate(outs[1])]
+    assert max(errors) < 1.2 and sum(errors) / len(errors) < 0.4, errors
 
 
 def test_parallel_marking_memory_is_bounded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -51,15 +51,11 @@ class InsightAnalyser:
         located = locate(name, self.options.weights_dir)
         providers = providers_for(self.options.device)
         try:
-            import onnxruntime as ort
             from insightface.model_zoo import get_model
 
-            sess_options = ort.SessionOptions()
-            sess_options.log_severity_level = 3
-            if self.options.threads:
-                sess_options.intra_op_num_threads = self.options.threads
-                sess_options.inter_op_num_threads = 1
-            model = get_model(str(located.path), providers=providers, sess_options=sess_options)
+            from swapcli.core.onnx import session_options
+
+            model = get_model(str(located.path), providers=providers, sess_options=session_options(self.options.threads))
         except Exception as exc:  # onnxruntime raises many types for a bad file
             raise ModelError(f"cannot load model {located.path}: {exc}".splitlines()[0]) from exc
         if model is None:
@@ -74,10 +70,49 @@ class InsightAnalyser:
         log.debug("loaded %s from %s (%s)", name, located.path, located.origin)
         return model
 
-    def detect(self, image: np.ndarray) -> list[Face]:
+    def detect(self, image: np.ndarray, size: int | None = None) -> list[Face]:
+        """Faces of an image; `size` runs the detector at another input size for this call
+        (SCRFD takes any multiple of 32, so no second model is loaded)."""
         det = self._load("scrfd_500m")
-        boxes, kpss = det.detect(image, max_num=0, metric="default")
+        extra = {"input_size": (size, size)} if size else {}
+        boxes, kpss = det.detect(_padded_to_aspect(image), max_num=0, metric="default", **extra)
         return self._faces(boxes, kpss)
+
+    def on_gpu(self) -> bool:
+        """Does the detector run on a GPU (where one batched whole-frame call beats windows)?"""
+        det = self._load("scrfd_500m")
+        return any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider") for p in det.session.get_providers())
+
+    def detect_windows(self, image: np.ndarray, boxes: list[tuple[float, float, float, float]]) -> list[Face]:
+        """Faces inside windows of an image (boxes in image pixels), found on exactly the pixels a
+        whole-image pass sees: the image is letterboxed as SCRFD does, and each window is cut from
+        that at offsets on the detector's coarsest stride (32), so its anchors fall where the
+        whole pass puts them. Windows are squares of a few sizes (multiples of 64), because the
+        detector keeps one ONNX session per input size."""
+        det = self._load("scrfd_500m")
+        side = self.options.det_size
+        canvas, scale = _letterbox(image, side)
+        pre, kps = [], []
+        for box in boxes:
+            x0, y0, x1, y1 = (float(v) * scale for v in box)
+            win = min(side - side % 32, int(np.ceil(max(x1 - x0, y1 - y0) / 64.0)) * 64)
+            wx = int(np.clip(round(((x0 + x1) / 2 - win / 2) / 32) * 32, 0, side - win))
+            wy = int(np.clip(round(((y0 + y1) / 2 - win / 2) / 32) * 32, 0, side - win))
+            scores, bboxes, kpss = det.forward(canvas[wy:wy + win, wx:wx + win], self.options.det_thresh)
+            if not scores or sum(x.size for x in scores) == 0:
+                continue
+            shift = np.array([wx, wy], np.float32)
+            pre.append(np.hstack([np.vstack(bboxes) + np.tile(shift, 2), np.vstack(scores)]))
+            kps.append(np.vstack(kpss) + shift)
+        if not pre:
+            return []
+        found, points = np.vstack(pre).astype(np.float32), np.vstack(kps)
+        order = np.argsort(-found[:, 4], kind="stable")
+        found, points = found[order], points[order]
+        found[:, :4] /= scale
+        points = points / scale
+        keep = det.nms(found)
+        return self._faces(found[keep], points[keep])
 
     def detect_many(self, images: list[np.ndarray], batched: bool | None = None) -> list[list[Face]]:
         """Faces of several frames with one detector call (the SCRFD graph has a dynamic batch).
@@ -89,8 +124,8 @@ class InsightAnalyser:
         """
         det = self._load("scrfd_500m")
         if batched is None:
-            batched = any(p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-                          for p in det.session.get_providers())
+            batched = self.on_gpu()
+        images = [_padded_to_aspect(image) for image in images]
         if (not batched or len(images) < 2 or not getattr(det, "batched", False)
                 or len({im.shape for im in images}) != 1):
             return [self.detect(image) for image in images]
@@ -192,3 +227,32 @@ class InsightAnalyser:
         vec = np.asarray(model.get(image, InsightFace(bbox=face.bbox, kps=face.kps)), dtype=np.float32)
         face.embedding = vec / (np.linalg.norm(vec) + 1e-12)
         return face.embedding
+
+
+MAX_ASPECT = 64
+
+
+def _padded_to_aspect(image: np.ndarray) -> np.ndarray:
+    """A very thin strip (16 x 20000 px) would letterbox to a zero-pixel side; pad its short
+    side (right or bottom, so face coordinates stay the same) to at most 1:MAX_ASPECT."""
+    h, w = image.shape[:2]
+    if max(h, w) <= MAX_ASPECT * min(h, w):
+        return image
+    need_h, need_w = max(h, -(-w // MAX_ASPECT)), max(w, -(-h // MAX_ASPECT))
+    padded = np.zeros((need_h, need_w, *image.shape[2:]), image.dtype)
+    padded[:h, :w] = image
+    return padded
+
+
+def _letterbox(image: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """The detector's input for a whole image (as SCRFD makes it) and its scale."""
+    import cv2
+
+    h, w = image.shape[:2]
+    if h / w > 1.0:
+        new_h, new_w = side, int(side / (h / w))
+    else:
+        new_w, new_h = side, int(side * (h / w))
+    canvas = np.zeros((side, side, 3), np.uint8)
+    canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h))
+    return canvas, new_h / h

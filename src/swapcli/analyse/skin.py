@@ -159,7 +159,11 @@ def face_patch(image: np.ndarray, face) -> FacePatch | None:
 
 
 def face_skin(image: np.ndarray, face) -> SkinModel | None:
-    """This face's skin colour, learned from its surest skin (cached on the face)."""
+    """This face's skin colour, learned from its surest skin (cached on the face).
+
+    The sure-skin zone (cheeks and nose) is checked against the skin above it (the band under the
+    eyes and the bridge of the nose): where something covers the zone (a face mask, a scarf, a
+    microphone), the model is learned from the skin that shows instead (see covered_sure_zone)."""
     if "skin" in face.extra:
         return face.extra["skin"]
     patch = face_patch(image, face)
@@ -168,8 +172,129 @@ def face_skin(image: np.ndarray, face) -> SkinModel | None:
         r, pose = patch.raster, patch.pose
         sel = r.per_triangle(sure_skin_triangles(), False) & (r.gather(pose.visibility()) > 0.5)
         model = fit_skin(patch.lab[sel])
+        if model is not None:
+            found = covered_sure_zone(patch, sel, model)
+            face.extra["skin_zones"] = found[1]
+            model = found[0] or model
     face.extra["skin"] = model
     return model
+
+
+# Zones of the mesh's template (x across, y down, eye distances; eyes at y = 0, nose tip 0.64).
+UNDER_EYES = (0.04, 0.24)  # y band under the lower lids, above where masks and scarves reach
+BRIDGE = (-0.35, 0.0, 0.2)  # y range and half-width of the nose bridge between the eyes
+FOREHEAD_LOW = (-0.85, 0.45)  # forehead just above the brows: lowest y, half-width
+ZONE_L = 25.0  # lightness difference (L units) beyond which two patches of skin are not one skin
+ZONE_TOL = 1.0  # chroma tolerance (model units) of the zone tests
+ZONE_SHARE = 0.7  # the sure zone is suspect when less of it than this matches the skin above it
+ZONE_AB = 8.0  # shading-free chroma between the medians of two zones beyond which they differ
+WARMER = 4.0  # shading-free chroma along skin's hue that counts as evidence
+PALE = 0.35  # ... and the share of the skin's warmth below which a material is not skin
+
+
+def sure_zone_parts(patch: "FacePatch") -> dict[str, np.ndarray]:
+    """Patch-sized masks of the reference zones: 'above' (the band under the eyes and the nose
+    bridge) and 'forehead' (its centre just above the brows), visible parts only."""
+    from swapcli.analyse import mesh
+
+    r, pose = patch.raster, patch.pose
+    vis = r.gather(pose.visibility()) > 0.5
+    region = r.per_triangle(mesh.regions(), -1)
+    tx, ty = r.gather(mesh.TEMPLATE[:, 0]), r.gather(mesh.TEMPLATE[:, 1])
+    skin = (region == mesh.SKIN) & vis
+    under = skin & (ty > UNDER_EYES[0]) & (ty < UNDER_EYES[1])
+    bridge = skin & (ty > BRIDGE[0]) & (ty < BRIDGE[1]) & (np.abs(tx) < BRIDGE[2])
+    forehead = (region == mesh.FOREHEAD) & vis & (ty > FOREHEAD_LOW[0]) & (np.abs(tx) < FOREHEAD_LOW[1])
+    return {"above": under | bridge, "forehead": forehead}
+
+
+def _distance(model: SkinModel, x: np.ndarray) -> np.ndarray:
+    """Normalised distance of shading-free pixels (N, 3) to `model` for the zone tests: chroma
+    over ZONE_TOL of its variation, lightness over ZONE_L (or three spreads)."""
+    d_ab = (x[:, 1:] - model.centre[1:]) / (ZONE_TOL * (3.0 * model.spread[1:] + 5.0))
+    d_l = (x[:, 0] - model.centre[0]) / max(ZONE_L, 3.0 * float(model.spread[0]))
+    return np.sqrt((d_ab * d_ab).sum(-1) + d_l * d_l)
+
+
+def _matches(model: SkinModel, x: np.ndarray) -> np.ndarray:
+    """Shading-free pixels (N, 3) that are plainly the same material as `model`."""
+    return _distance(model, x) <= 1.0
+
+
+def _warmth(x: np.ndarray) -> float:
+    """Shading-free chroma of the median pixel along skin's hue (reddish yellow, 50 degrees)."""
+    return float(np.median(x[:, 1]) * 0.6428 + np.median(x[:, 2]) * 0.7660)
+
+
+def _fit_shading_free(x: np.ndarray) -> SkinModel | None:
+    return fit_skin(unshade(x))
+
+
+def unshade(x: np.ndarray) -> np.ndarray:
+    """The inverse of shading_free."""
+    out = np.asarray(x, np.float32).copy()
+    out[..., 1:] = out[..., 1:] * ((out[..., :1] + 10.0) / 60.0)
+    return out
+
+
+def covered_sure_zone(patch: "FacePatch", sure: np.ndarray, model: SkinModel) -> tuple[SkinModel | None, dict]:
+    """A skin model learned around what covers the sure-skin zone, or None when nothing does.
+
+    The zone is compared with the skin above it (under the eyes, the nose bridge). When most of
+    it matches, nothing changes. When a large part does not, either that part is something over
+    the zone (a mask, a scarf, a microphone: the skin above is the face's) or the skin above is
+    covered (sunglasses, a fringe over the bridge). Decided on two votes: a skin-chroma prior
+    (skin is warmer, reddish yellow, than blue, green, black or white fabric) and which of the
+    two the forehead's centre matches; in a greyscale photo only the forehead votes. When the
+    zone is covered, the model is refitted on the pixels of the zone and of the skin above that
+    match the skin above."""
+    info: dict = {"covered": False}
+    parts = sure_zone_parts(patch)
+    if parts["above"].sum() < 20:
+        return None, info
+    lab = cv2.GaussianBlur(patch.lab, (0, 0), 1.0)  # zone tests on small neighbourhoods: no specks
+    above = shading_free(lab[parts["above"]])
+    zone = shading_free(lab[sure])
+    ref = fit_skin(lab[parts["above"]])
+    if ref is None:
+        return None, info
+    in_zone = _matches(ref, zone)
+    share = float(in_zone.mean())
+    # The zone's own model (its median material) against the skin above, at the median level.
+    gap = np.abs(model.centre - ref.centre)
+    apart = bool(np.hypot(*gap[1:]) > ZONE_AB or gap[0] > ZONE_L)
+    info.update(share=round(share, 3), gap=[round(float(g), 1) for g in gap])
+    if share >= ZONE_SHARE and not apart:
+        return None, info
+    if apart:  # the zone's pixels nearer to its own median material than to the skin above
+        in_zone &= ~(_distance(model, zone) < _distance(ref, zone))
+    if in_zone.all():
+        return None, info
+    other = zone[~in_zone]  # what the zone shows that is not the skin above
+    colour = not (model.grey and ref.grey)
+    warm = 0
+    if colour:
+        w_other, w_above = _warmth(other), _warmth(above)
+        info["warmth"] = (round(w_other, 1), round(w_above, 1))
+        # Skin in highlight or shadow keeps much of its warmth; fabric and plastic have little.
+        warm = int(w_other < min(w_above - WARMER, PALE * w_above)) - int(w_other - w_above > WARMER)
+    forehead = shading_free(lab[parts["forehead"]])
+    odd = _fit_shading_free(other)
+    brow = 0
+    if len(forehead) >= 20 and odd is not None:
+        f_ref, f_odd = float(_matches(ref, forehead).mean()), float(_matches(odd, forehead).mean())
+        info["forehead"] = (round(f_odd, 2), round(f_ref, 2))
+        brow = int(f_ref > 0.5 and f_odd < 0.5) - int(f_odd > 0.5 and f_ref < 0.5)
+    info["votes"] = (warm, brow)
+    # In colour the chroma prior must say "not skin" and the forehead must not say otherwise (a
+    # lit cheek is paler than the skin under the eyes and unlike the forehead, yet warm enough);
+    # in a greyscale photo the forehead decides alone.
+    if not ((warm > 0 and brow >= 0) if colour else brow > 0):
+        return None, info
+    refit = _fit_shading_free(np.concatenate([zone[in_zone], above[_matches(ref, above)]]))
+    info["covered"] = refit is not None and odd is not None
+    info["occluder"] = odd
+    return refit, info
 
 
 def decisive(likelihood: np.ndarray, sigma: float) -> np.ndarray:
@@ -226,4 +351,27 @@ def skin_map(image: np.ndarray, face, dark_limit: float | None = None, tol: floa
         values = decisive(np.minimum(colour, dark), max(1.0, NEIGHBOURHOOD * scale))
         out = SkinMap(patch, values.astype(np.float32))
     face.extra[key] = out
+    return out
+
+
+def covered_zone_map(image: np.ndarray, face) -> SkinMap | None:
+    """Where the photo shows this face's skin by the zone test's stricter measure (lightness
+    within ZONE_L too), only for faces whose sure-skin zone was found covered (covered_sure_zone);
+    None otherwise. A black or white mask in a photo with little colour differs from the skin in
+    lightness alone, which skin_map tolerates (shading moves it). Cached on the face."""
+    if "zone_map" in face.extra:
+        return face.extra["zone_map"]
+    model = face_skin(image, face)
+    out = None
+    if model is not None and face.extra.get("skin_zones", {}).get("covered"):
+        patch = face_patch(image, face)
+        scale = patch.pose.scale * patch.factor
+        x = shading_free(patch.lab).reshape(-1, 3)
+        d_skin = _distance(model, x)
+        d_occluder = _distance(face.extra["skin_zones"]["occluder"], x)
+        # plainly unlike the skin, or more like what covers the zone than like the skin
+        like = np.minimum(np.clip(2.0 - d_skin, 0.0, 1.0), np.clip(0.5 + d_occluder - d_skin, 0.0, 1.0))
+        like = like.reshape(patch.lab.shape[:2])
+        out = SkinMap(patch, decisive(like, max(1.0, NEIGHBOURHOOD * scale)).astype(np.float32))
+    face.extra["zone_map"] = out
     return out

@@ -6,6 +6,12 @@ photo shows something that is not this face's skin (a microphone, a mask, a hand
 strands, a beard, glasses frames), the target's own pixels stay in front. Small gaps across the
 eyes, brows and lips are closed, so an occluder that crosses a feature stays whole. Every engine
 gets the same estimate through swapcli.blend.paste.
+
+The skin colour is learned from the cheeks and nose, exactly what a face mask or a scarf covers:
+analyse/skin.py checks them against the skin under the eyes and on the nose bridge and, when
+something covers them, learns the skin around it; then the covered face is also judged on
+lightness and on being more like the covering than like the skin (covered_zone_map), so a black or
+white mask in a photo with little colour is found too.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import numpy as np
 
 from swapcli.analyse import mesh
 from swapcli.analyse.face import Face
-from swapcli.analyse.skin import WORK_IOD, face_pose, skin_map
+from swapcli.analyse.skin import WORK_IOD, covered_zone_map, face_pose, skin_map
 from swapcli.core.raster import rasterise
 
 # Where skin is expected on every face (features and their dark rims are judged by their
@@ -56,7 +62,11 @@ def occlusion(frame: np.ndarray, face: Face, roi: tuple[int, int, int, int]) -> 
     expect = cv2.erode(expect, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (e, e))) > 0
     ys, xs = np.mgrid[0:hz, 0:wz].astype(np.float32)
     grid = np.dstack([(xs + 0.5) / zoom[0] - 0.5 + x0, (ys + 0.5) / zoom[1] - 0.5 + y0])
-    not_skin = (1.0 - sm.sample(grid)) > 0.5
+    skin = sm.sample(grid)
+    zm = covered_zone_map(frame, face)  # the sure-skin zone was covered: judged stricter as well
+    if zm is not None:
+        skin = np.minimum(skin, zm.sample(grid))
+    not_skin = (1.0 - skin) > 0.5
     hard = (not_skin & expect).astype(np.uint8)
     k = max(3, int(round(CLOSE * scale)) | 1)
     hard = cv2.morphologyEx(hard, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))

@@ -71,23 +71,32 @@ def blend(
     generated: np.ndarray,
     params: Callable[[float], MaskParams] | None = None,
     occluded: np.ndarray | None = None,
+    visible: np.ndarray | None = None,
+    ghost: bool = True,
 ) -> BlendInfo:
     """Alpha-blend result into frame (in place) with the GHOST mask.
 
     `params` maps this face's outline offset to mask parameters; video tracks
     pass one that smooths the offset over time. Default: GHOST's rule as is.
-    `occluded` (ROI-sized, 1 = something covers the target's face) keeps the target in front.
+    `occluded` (ROI-sized, 1 = something covers the target's face) keeps the target in front;
+    `visible` (ROI-sized, the other --mask types, 1 = may paste) bounds the paste too; with
+    `ghost` False the GHOST mask is left out (its offset is still measured and reported).
     """
     x0, y0, x1, y1 = result.roi
     shift = np.array([x0, y0], dtype=np.float64)
     scale = crop_scale(target.kps)
     offset = outline_offset(generated, target.landmarks - shift, scale)
     chosen = (params or params_for)(offset)
-    mask = ghost_mask(generated, chosen, (y1 - y0, x1 - x0), scale)
+    if ghost:
+        mask = ghost_mask(generated, chosen, (y1 - y0, x1 - x0), scale)
+    else:
+        mask = np.ones((y1 - y0, x1 - x0), np.float32)
     if result.keep is not None:
         mask *= 1.0 - result.keep
     if occluded is not None:
         mask *= 1.0 - occluded
+    if visible is not None:
+        mask *= visible
     region = frame[y0:y1, x0:x1]
     m = mask[..., None]
     out = result.image * m + region.astype(np.float32) * (1.0 - m)

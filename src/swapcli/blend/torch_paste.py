@@ -302,11 +302,14 @@ class TorchCompositor:
         kps: np.ndarray,
         params: Callable[[float], MaskParams] | None = None,
         occluded: np.ndarray | None = None,
+        visible: np.ndarray | None = None,
+        ghost: bool = True,
     ) -> tuple[float, MaskParams]:
         """Blend one generated crop into frame_t in place (inside its ROI only), like paste_region + blend.
 
         Landmarks are in frame pixels; `occluded` (ROI-sized, 1 = covered) keeps the target in
-        front. Returns (outline offset, chosen MaskParams).
+        front, `visible` (ROI-sized, 1 = may paste) bounds the paste, `ghost` False leaves the
+        GHOST mask out (as blend does). Returns (outline offset, chosen MaskParams).
         """
         size = int(crop.shape[0])
         (x0, y0, x1, y1), inv_roi = roi_of(matrix, size, frame_t.shape)
@@ -319,20 +322,21 @@ class TorchCompositor:
         if h <= 0 or w <= 0:
             return offset, chosen
 
-        # The binary part of ghost_mask, as row spans on the host (h numbers, exact):
-        # the hull as cv2 rounds and fills it, erode/dilate, then the zeroed border.
-        pts = lift_brows(generated, chosen.lift)
-        hull = np.round(cv2.convexHull(pts.astype(np.float32))).astype(np.int32)
-        lo, hi = hull_spans(hull, h, w)
-        k = int(round(abs(chosen.erode) / scale))
-        if k >= 1:
-            lo, hi = span_morph(lo, hi, k, chosen.erode > 0, w)
-        sx, sy = chosen.sigma_x / scale, chosen.sigma_y / scale
-        border = min(int(2 * sy), h // 2, w // 2)
-        if border > 0:
-            lo, hi = np.maximum(lo, border), np.minimum(hi, w - 1 - border)
-            lo[:border], lo[h - border:] = w, w
-        spans = self._small(np.stack([lo, hi]).astype(np.int32))
+        if ghost:
+            # The binary part of ghost_mask, as row spans on the host (h numbers, exact):
+            # the hull as cv2 rounds and fills it, erode/dilate, then the zeroed border.
+            pts = lift_brows(generated, chosen.lift)
+            hull = np.round(cv2.convexHull(pts.astype(np.float32))).astype(np.int32)
+            lo, hi = hull_spans(hull, h, w)
+            k = int(round(abs(chosen.erode) / scale))
+            if k >= 1:
+                lo, hi = span_morph(lo, hi, k, chosen.erode > 0, w)
+            sx, sy = chosen.sigma_x / scale, chosen.sigma_y / scale
+            border = min(int(2 * sy), h // 2, w // 2)
+            if border > 0:
+                lo, hi = np.maximum(lo, border), np.minimum(hi, w - 1 - border)
+                lo[:border], lo[h - border:] = w, w
+            spans = self._small(np.stack([lo, hi]).astype(np.int32))
 
         # Warp grid: cv2 samples dst (x, y) at invert(inv_roi) @ (x, y, 1), crop pixel centres integer.
         m = invert(inv_roi) * (2.0 / max(size - 1, 1))
@@ -351,18 +355,23 @@ class TorchCompositor:
         foot = F.grid_sample(self._footprint(size), grid, mode="bilinear", padding_mode="zeros",
                              align_corners=True)[0, 0]
 
-        # The blur: geometry.smooth_blur's steps (a downscaled grid when the sigmas are large).
-        f = max(1, int(min(sx, sy) // 3))
-        if f == 1:
-            mask = (xs[None, :] >= spans[0, :, None]) & (xs[None, :] <= spans[1, :, None])
-            mask = gaussian_blur(mask.to(torch.float32), sx, sy)
+        if ghost:
+            # The blur: geometry.smooth_blur's steps (a downscaled grid when the sigmas are large).
+            f = max(1, int(min(sx, sy) // 3))
+            if f == 1:
+                mask = (xs[None, :] >= spans[0, :, None]) & (xs[None, :] <= spans[1, :, None])
+                mask = gaussian_blur(mask.to(torch.float32), sx, sy)
+            else:
+                small = _area_1d(span_area(spans[0], spans[1], w, max(1, w // f)), max(1, h // f), 0)
+                small = gaussian_blur(small, sx / f, sy / f)
+                mask = F.interpolate(small[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            mask = mask * foot
         else:
-            small = _area_1d(span_area(spans[0], spans[1], w, max(1, w // f)), max(1, h // f), 0)
-            small = gaussian_blur(small, sx / f, sy / f)
-            mask = F.interpolate(small[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
-        mask = mask * foot
+            mask = foot
         if occluded is not None:
             mask = mask * (1.0 - torch.from_numpy(np.ascontiguousarray(occluded, np.float32)).to(self.device))
+        if visible is not None:
+            mask = mask * torch.from_numpy(np.ascontiguousarray(visible, np.float32)).to(self.device)
 
         region = frame_t[y0:y1, x0:x1]
         a = mask[..., None]

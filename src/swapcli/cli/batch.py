@@ -12,72 +12,42 @@ from typing import List, Optional
 
 import typer
 
-from swapcli.cli.root import Opt, app, engine_options
+from swapcli.cli.root import IO, PERF, SwapFlags, swap_command
 
 
-@app.command()
+@swap_command(det_size=640, videos=True)
 def batch(
+    flags: SwapFlags,
     source: Path = typer.Argument(..., metavar="SOURCE", help="Photo of the person whose identity is used."),
-    inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT", help="Image/video files, folders and glob patterns (quoted patterns are expanded by swapcli; '**' with --recursive)."),
-    output_dir: Path = typer.Option(..., "--output", "-o", help="Output folder (created if missing); outputs mirror each input folder's tree below it."),
-    recursive: bool = typer.Option(False, "--recursive", "-r", help="Also search subfolders of INPUT folders (and let '**' in patterns span folders)."),
-    pattern: str = typer.Option("{stem}_swapped{ext}", "--pattern", help="Output file name; fields {stem}, {ext} (images keep their format, videos become .mp4 unless .mov/.mkv/.m4v), {name}, {parent}."),
-    workers: int = typer.Option(0, "--workers", "-j", min=0, max=64, help="Worker processes, each loading the models once (0 = auto: 1 on a GPU or up to 7 cores, else cores/4; with a --device list at least one per device)."),
-    files_from: Optional[str] = typer.Option(None, "--files-from", help="Also read INPUTs from this file, one per line ('-' = stdin); relative file paths keep their folders below OUTPUT."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="K/N: process only the K-th of N stable shards of the inputs (one machine or job each)."),
-    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Manifest file (default OUTPUT/swapcli-manifest.jsonl, or swapcli-manifest.K-of-N.jsonl with --shard)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be done (input, output, state) without loading models."),
-    extra_sources: Optional[List[Path]] = Opt.sources,
-    faces: str = Opt.faces,
-    reference: Optional[Path] = Opt.reference,
-    threshold: float = Opt.threshold,
-    min_face_size: float = Opt.min_face,
-    min_face_share: float = Opt.min_face_share,
-    engine: str = Opt.engine,
-    model: Optional[Path] = Opt.model,
-    embedder_model: Optional[Path] = Opt.embedder_model,
-    mix: Optional[float] = Opt.mix,
-    enhance: Optional[str] = Opt.enhance,
-    enhance_blend: float = Opt.enhance_blend,
-    device: str = Opt.device,
-    paste: str = Opt.paste,
-    batch_frames: int = Opt.batch_frames,
-    weights_dir: Optional[Path] = Opt.weights_dir,
-    no_mark: bool = Opt.no_mark,
-    visible_label: Optional[str] = Opt.visible_label,
-    quality: int = typer.Option(95, "--quality", min=1, max=100, help="JPEG/WebP quality for images."),
-    crf: int = typer.Option(18, "--crf", min=0, max=51, help="Video constant rate factor (lower = better)."),
-    preset: str = typer.Option("veryfast", "--preset", help="Video encoder speed preset."),
-    codec: str = Opt.codec,
-    det_size: int = Opt.det_size(640),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs already done and replace existing outputs (inputs are never overwritten)."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary object on stdout instead of output paths."),
-    quiet: bool = Opt.quiet,
-    debug: bool = Opt.debug,
+    inputs: Optional[List[str]] = typer.Argument(None, metavar="INPUT", help="Image/video files, folders and glob patterns ('**' with --recursive)."),
+    output_dir: Path = typer.Option(..., "--output", "-o", rich_help_panel=IO, help="Output folder; outputs mirror each input folder's tree below it."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", rich_help_panel=IO, help="Also search subfolders of INPUT folders (and let '**' span folders)."),
+    pattern: str = typer.Option("{stem}_swapped{ext}", "--pattern", rich_help_panel=IO, help="Output file name from {stem}, {ext}, {name}, {parent}."),
+    files_from: Optional[str] = typer.Option(None, "--files-from", rich_help_panel=IO, help="Also read INPUTs from this file, one per line ('-' = stdin)."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", rich_help_panel=IO, help="Manifest file (default OUTPUT/swapcli-manifest.jsonl)."),
+    manifest_history: bool = typer.Option(False, "--manifest-history", rich_help_panel=IO, help="Keep every manifest line of every run (default: one current record per input)."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", rich_help_panel=IO, help="Also retry inputs recorded with no face (failed inputs are retried on every run)."),
+    dry_run: bool = typer.Option(False, "--dry-run", rich_help_panel=IO, help="List what would be done, without loading models."),
+    workers: int = typer.Option(0, "--workers", "-j", min=0, max=64, rich_help_panel=PERF, help="Worker processes, each loading the models once (0 = auto)."),
+    shard: Optional[str] = typer.Option(None, "--shard", rich_help_panel=PERF, help="K/N: process only the K-th of N stable shards of the inputs."),
+    cluster: Optional[str] = typer.Option(None, "--cluster", metavar="ADDR", rich_help_panel=PERF, help="Run on a Ray cluster: auto, local, HOST:PORT or ray://HOST:PORT (needs swapcli[cluster])."),
+    shared_fs: bool = typer.Option(False, "--shared-fs", rich_help_panel=PERF, help="With --cluster: workers read and write the paths themselves (no file transfer)."),
 ) -> None:
     """Swap the face in SOURCE onto every image and video in INPUT... and write them to OUTPUT.
 
-    Re-running skips what the manifest records as done, so an interrupted batch
-    resumes. Exit codes: 0 all done, 1 some inputs failed (listed on stderr),
+    Re-running skips what the manifest records as done or without a face, so an
+    interrupted batch resumes. Exit codes: 0 every input done or without a face,
+    1 some inputs failed (listed on stderr),
     2 bad usage or unreadable SOURCE, 3 no face in SOURCE, 4 model problem,
-    130 interrupted (Ctrl-C or SIGTERM; re-run to resume).
+    6 --cluster cannot be reached, 130 interrupted (Ctrl-C or SIGTERM; re-run to resume).
     """
-    params = dict(locals())
-    from swapcli.cli.common import handle_errors, setup_logging
-
-    setup_logging(quiet, debug)
-    from swapcli.core.signals import sigterm_interrupts
-
-    sigterm_interrupts()
-    with handle_errors(debug, json_out):
-        _batch(**params)
+    _batch(flags, source=source, inputs=inputs, output_dir=output_dir, recursive=recursive, pattern=pattern,
+           workers=workers, files_from=files_from, shard=shard, manifest=manifest, dry_run=dry_run,
+           manifest_history=manifest_history, retry_failed=retry_failed, cluster=cluster, shared_fs=shared_fs)
 
 
-def _batch(*, source, inputs, output_dir, recursive, pattern, workers, files_from, shard, manifest, dry_run,
-           extra_sources, faces, reference, threshold, min_face_size, min_face_share, engine, model, embedder_model,
-           mix, enhance,
-           enhance_blend, device, paste, batch_frames, weights_dir, no_mark, visible_label, quality, crf, preset,
-           codec, det_size, overwrite, json_out, quiet, debug) -> None:
+def _batch(flags: SwapFlags, *, source, inputs, output_dir, recursive, pattern, workers, files_from, shard, manifest,
+           dry_run, manifest_history=False, retry_failed=False, cluster=None, shared_fs=False) -> None:
     import logging
     import os
 
@@ -88,21 +58,29 @@ def _batch(*, source, inputs, output_dir, recursive, pattern, workers, files_fro
         OutputError,
         UsageError,
     )
-    from swapcli.core.options import OutputOptions, SelectOptions
     from swapcli.pipeline import batch as pb
     from swapcli.pipeline.devices import parse_devices
     from swapcli.pipeline.video import VideoOptions
     from swapcli.select.faces import parse_faces
 
-    parse_faces(faces)
-    devices = parse_devices(device)
+    parse_faces(flags.faces)
+    devices = parse_devices(flags.device)
     shard_kn = pb.parse_shard(shard)
+    if shared_fs and cluster is None:
+        raise UsageError("--shared-fs goes with --cluster")
+    if cluster is not None:
+        from swapcli.pipeline.cluster import parse_address
+
+        parse_address(cluster)
+        if len(devices) > 1:
+            raise UsageError("--device lists split the work on one machine; with --cluster give one device "
+                             "(auto, cpu, cuda or tensorrt): Ray gives each worker its GPU")
     names = list(inputs or [])
     listed = pb.read_list(files_from) if files_from else []
     if not names and not listed:
         raise UsageError("no INPUT given: name image/video files, folders or patterns (or use --files-from LIST)")
-    source_paths = [source, *(extra_sources or [])]
-    for photo in [*source_paths, *([reference] if reference else [])]:
+    source_paths = [source, *flags.sources]
+    for photo in [*source_paths, *([flags.reference] if flags.reference else [])]:
         if photo.is_dir():
             raise InputError(f"{photo}: is a directory, expected a photo")
         if not photo.exists():
@@ -122,7 +100,9 @@ def _batch(*, source, inputs, output_dir, recursive, pattern, workers, files_fro
     if manifest is None:
         manifest = output_dir / (pb.MANIFEST_NAME if shard_kn is None else
                                  f"swapcli-manifest.{shard_kn[0]}-of-{shard_kn[1]}.jsonl")
-    book = pb.Manifest(manifest)
+    book = pb.Manifest(manifest, history=manifest_history)
+    if not dry_run:
+        book.compact()  # one current record per input (not while another batch writes to it)
     if output_dir.is_dir():  # other shards' manifests: their outputs are not inputs, their work is done
         for other in sorted(output_dir.glob("swapcli-manifest*.jsonl")):
             if other.resolve() != Path(manifest).resolve():
@@ -137,15 +117,19 @@ def _batch(*, source, inputs, output_dir, recursive, pattern, workers, files_fro
         raise UsageError("no input files found")
     if not plan.tasks and not plan.unsupported:  # an empty shard is not an error
         log.warning("shard %s: none of the %d input file(s) fall in this shard; nothing to do", shard, plan.found)
-        if json_out:
-            emit_json({"ok": True, "dry_run": dry_run, "done": 0, "skipped": 0, "failed": 0, "total": 0, "files": []})
+        if flags.json_out:
+            emit_json({"ok": True, "dry_run": dry_run, "done": 0, "no_face": 0, "skipped": 0, "failed": 0, "total": 0,
+                       "files": []})
         return
 
     todo, skipped = [], []  # skipped: (task, record)
     for task in plan.tasks:
-        if not overwrite and book.is_done(task):
+        if not flags.overwrite and book.is_done(task):
             skipped.append((task, pb.skip_record(task, "already_done", "already done (--overwrite redoes it)")))
-        elif not overwrite and os.path.lexists(task.output):
+        elif not retry_failed and book.had_no_face(task):
+            skipped.append((task, pb.skip_record(task, "no_face", "no face found by an earlier run "
+                                                                  "(--retry-failed retries it)")))
+        elif not flags.overwrite and os.path.lexists(task.output):
             skipped.append((task, pb.skip_record(task, "exists", "output exists but is not recorded as done by "
                                                                  "this batch (--overwrite replaces it)")))
         else:
@@ -160,60 +144,75 @@ def _batch(*, source, inputs, output_dir, recursive, pattern, workers, files_fro
     if dry_run:
         import json
 
-        rows = ([{"input": t.input, "output": t.output, "kind": t.kind, "state": "todo"} for t in todo]
+        rows = ([{"input": t.shown_input, "output": t.shown_output, "kind": t.kind, "state": "todo"} for t in todo]
                 + [{"input": r["input"], "output": r["output"], "kind": r["kind"], "state": r["category"]}
-                   for _, r in skipped])
-        if json_out:
+                   for r in (pb.for_user(r, t) for t, r in skipped)])
+        if flags.json_out:
             emit_json({"ok": True, "dry_run": True, "files": rows})
         else:
             for row in rows:
                 typer.echo(json.dumps(row, ensure_ascii=False))
         return
 
-    n_workers = workers or pb.default_workers_for(devices)
-    n_workers = max(1, min(n_workers, len(todo) or 1))
+    executor = None
+    if cluster is not None and todo:  # connect before any work: an unreachable cluster is one line, exit 6
+        from swapcli.pipeline.cluster import connect
+
+        executor = connect(cluster, shared_fs)
+    n_workers = workers if executor is not None else workers or pb.default_workers_for(devices)
+    n_workers = max(0 if executor is not None else 1, min(n_workers, len(todo) or 1))
     if len(devices) > 1 and n_workers < len(devices):
-        log.warning("--device %s: %d worker(s) use only %s", device, n_workers, ", ".join(devices[:n_workers]))
+        log.warning("--device %s: %d worker(s) use only %s", flags.device, n_workers, ", ".join(devices[:n_workers]))
     settings = pb.BatchSettings(
         sources=tuple(str(p) for p in source_paths),
-        engine=engine_options(engine, devices[0], weights_dir, det_size, model=model, embedder_model=embedder_model,
-                              mix=mix, enhance=enhance, enhance_blend=enhance_blend, paste=paste),
-        select=SelectOptions(faces=faces, reference=reference, threshold=threshold, min_size=min_face_size, min_share=min_face_share),
-        output=OutputOptions(overwrite=overwrite, quality=quality, mark=not no_mark, visible_label=visible_label),
-        video=VideoOptions(crf=crf, preset=preset, codec=codec, batch=batch_frames),
-        reference=str(reference) if reference else None,
+        engine=flags.engine_options(devices[0]),
+        select=flags.select_options(),
+        output=flags.output_options(),
+        video=VideoOptions(crf=flags.crf, preset=flags.preset, codec=flags.codec, batch=flags.batch_frames,
+                           detect_every=flags.detect_every),
+        reference=str(flags.reference) if flags.reference else None,
         log_level=logging.getLogger("swapcli").level,
         devices=tuple(devices) if len(devices) > 1 else (),
     )
     total = len(plan.tasks) + len(plan.unsupported)
-    ui = _Display(quiet, json_out, total)
+    ui = _Display(flags.quiet, flags.json_out, total)
     summary = None
     try:
         with ui:
             for task, rec in skipped:
-                book.append(rec)
+                if manifest_history or rec["category"] not in pb.RESTATED:  # a restated outcome adds no line
+                    book.append(rec)
                 ui.show_skip(task, rec)
             done_before = sum(1 for _, r in skipped if r["category"] == "already_done")
             if done_before:
                 ui.note(f"{done_before} input(s) already done: skipped (--overwrite redoes them)")
-            log.info("%d to do with %d worker(s); manifest %s", len(todo), n_workers, manifest)
-            summary = pb.run_batch(settings, todo, book, workers=n_workers, on_event=ui.event)
+            no_face_before = sum(1 for _, r in skipped if r["category"] == "no_face")
+            if no_face_before:
+                ui.note(f"{no_face_before} input(s) had no face in an earlier run: skipped "
+                        "(--retry-failed retries them)")
+            where = f" on the Ray cluster ({cluster})" if executor is not None else ""
+            log.info("%d to do with %s worker(s)%s; manifest %s", len(todo), n_workers or "auto", where, manifest)
+            summary = pb.run_batch(settings, todo, book, workers=n_workers, on_event=ui.event, executor=executor)
     except KeyboardInterrupt:
         done = ui.done_count
-        if json_out:
+        if flags.json_out:
             emit_json({"ok": False, "interrupted": True, "exit_code": EXIT_INTERRUPTED, "done": done,
                        "output_dir": str(output_dir), "manifest": str(manifest)})
         sys_stderr(f"swapcli: interrupted after {done} output(s); run the same command again to resume\n")
         raise SystemExit(EXIT_INTERRUPTED) from None
     finally:
         book.close()
+        if executor is not None:
+            executor.close()
 
-    records = [r for _, r in skipped] + summary.records
+    tasks = {t.input: t for t in [*plan.tasks, *plan.unsupported]}
+    records = [pb.for_user(r, tasks[r["input"]]) for r in [r for _, r in skipped] + summary.records]
     failed = [r for r in records if r["status"] == "failed"]
-    counts = {s: sum(1 for r in records if r["status"] == s) for s in ("done", "skipped", "failed")}
-    log.info("batch: %d done, %d skipped, %d failed in %.1f s with %d worker(s) (manifest: %s)",
-             counts["done"], counts["skipped"], counts["failed"], summary.seconds, summary.workers, manifest)
-    if json_out:
+    counts = {s: sum(1 for r in records if r["status"] == s) for s in ("done", "no_face", "skipped", "failed")}
+    log.info("batch: %d done, %d without a face, %d skipped, %d failed in %.1f s with %d worker(s) (manifest: %s)",
+             counts["done"], counts["no_face"], counts["skipped"], counts["failed"], summary.seconds,
+             summary.workers, manifest)
+    if flags.json_out:
         emit_json({"ok": not failed, "output_dir": str(output_dir), "manifest": str(manifest), **counts,
                    "total": len(records), "workers": summary.workers, "seconds": round(summary.seconds, 3),
                    "exit_code": 1 if failed else 0, "failed_inputs": [r["input"] for r in failed], "files": records})
@@ -232,8 +231,8 @@ def sys_stderr(text: str) -> None:
 
 
 def _reason(record: dict) -> str:
-    """The error without the input path it usually starts with (the line already names the file)."""
-    error = record.get("error") or ""
+    """The error (or reason) without the input path it usually starts with (the line already names the file)."""
+    error = record.get("error") or record.get("reason") or ""
     prefix = f"{record['input']}: "
     return error[len(prefix):] if error.startswith(prefix) else error
 
@@ -298,10 +297,12 @@ class _Display:
             self.progress.advance(self.overall)
 
     def show_skip(self, task, record: dict) -> None:
+        from swapcli.pipeline.batch import RESTATED, for_user
+
         self._advance()
-        if record["category"] == "already_done":
+        if record["category"] in RESTATED:
             return  # summarised in one line
-        name = task.display
+        record, name = for_user(record, task), task.display
         if record["status"] == "failed":
             self.line(f"failed  {name}: {_reason(record)}", error=True)
         else:
@@ -323,7 +324,10 @@ class _Display:
             level, message = args
             logging.getLogger("swapcli").log(level, message)
         elif kind == "result":
+            from swapcli.pipeline.batch import for_user
+
             task, record = args
+            record = for_user(record, task)
             row = self.rows.pop(task.index, None)
             if row is not None:
                 self.progress.remove_task(row)
@@ -332,14 +336,16 @@ class _Display:
                 self.done_count += 1
                 faces = f"{record.get('faces_swapped')}/{record.get('faces_found')} face(s)" if task.kind == "image" \
                     else f"{record.get('frames_swapped')}/{record.get('frames')} frames swapped"
-                self.line(f"done    {task.display} -> {task.output}  ({faces}, {record.get('seconds', 0):.1f} s)")
+                self.line(f"done    {task.display} -> {record['output']}  ({faces}, {record.get('seconds', 0):.1f} s)")
                 for note in record.get("notes") or []:
                     self.line(f"        note: {note}")
                 if not self.json_out:
                     import sys
 
-                    sys.stdout.write(task.output + "\n")
+                    sys.stdout.write(record["output"] + "\n")
                     sys.stdout.flush()
+            elif record["status"] == "no_face":
+                self.line(f"no face {task.display}: {_reason(record)}")
             else:
                 self.line(f"failed  {task.display}: {_reason(record)}", error=True)
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from swapcli.cli.root import Opt, app
+from swapcli.cli.root import Opt, command
 
 
 def format_text(r: dict) -> str:
@@ -36,7 +36,7 @@ def format_text(r: dict) -> str:
     return "\n".join(lines)
 
 
-@app.command()
+@command()
 def bench(
     engine: str = Opt.engine,
     model: Optional[Path] = Opt.model,

@@ -30,8 +30,36 @@ def setup_logging(quiet: bool = False, debug: bool = False) -> None:
 
 
 def emit_json(payload: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(payload, indent=None, default=str) + "\n")
-    sys.stdout.flush()
+    write_result(json.dumps(payload, indent=None, default=str) + "\n")
+
+
+def say_output(path: Any) -> None:
+    """The output path on stdout, as the user gave it (scripts read it)."""
+    write_result(f"{path}\n")
+
+
+def write_result(text: str) -> None:
+    """Write a result on stdout. A closed or full stdout (`| head -c0`, `> /dev/full`, `>&-`)
+    does not undo work that is done: one warning on stderr, and the command's exit code
+    stays that of the work (README, exit codes)."""
+    try:
+        if sys.stdout is None:
+            raise OSError(9, "stdout is closed")
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:  # EPIPE, ENOSPC, EBADF; ValueError: a closed file object
+        import os
+
+        reason = getattr(exc, "strerror", None) or str(exc)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)  # the interpreter's final flush must not fail again
+            os.close(devnull)
+        except OSError:
+            pass
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (lives until exit)
+        sys.stderr.write(f"swapcli: warning: could not write the result to stdout ({reason}); not printed\n")
+        sys.stderr.flush()
 
 
 def fail(message: str, code: int) -> None:

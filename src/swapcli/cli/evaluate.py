@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from swapcli.cli.root import Opt, app
+from swapcli.cli.root import Opt, command
 
 # (label, key path in the metrics summary, unit/hint) for the plain-text output
 _LINES = (
@@ -51,7 +51,7 @@ def format_text(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-@app.command("eval")
+@command("eval")
 def evaluate(
     sources: List[Path] = typer.Option(..., "--source", "-s", help="Photo of the source person (repeatable: the identity is the mean over the photos)."),
     target: Path = typer.Option(..., "--target", "-t", help="The target photo or video that was swapped."),

@@ -12,6 +12,7 @@ from typing import List, Optional
 import typer
 
 from swapcli.cli.root import Opt, app
+from swapcli.cli.usage import Command
 
 models_app = typer.Typer(
     help=(
@@ -35,7 +36,8 @@ def model_status(spec, weights_dir: str | None, *, use_cache: bool = True) -> di
     row = {
         "name": spec.name, "kind": spec.kind, "engine": spec.engine, "format": spec.format, "filename": spec.filename,
         "installed": False, "status": "missing", "path": None, "origin": None,
-        "size": expected.size if expected else spec.size, "hash": expected.trust if expected else None,
+        "size": expected.size if expected else spec.size, "hash": expected.sha256 if expected else None,
+        "trust": expected.trust if expected else None, "hash_source": _hash_source(spec, expected),
         "licence": spec.licence, "commercial_use": commercial_use_ok(spec), "downloadable": bool(spec.urls),
     }
     found = find_file(spec.name, weights_dir)
@@ -52,6 +54,15 @@ def model_status(spec, weights_dir: str | None, *, use_cache: bool = True) -> di
     except OSError as exc:
         row.update(status="mismatch", error=f"cannot read {path}: {exc.strerror or exc}")
     return row
+
+
+def _hash_source(spec, expected) -> str | None:
+    """Where the SHA-256 a file must match comes from, so that it can be checked."""
+    if expected is None:
+        return None
+    if expected.trust == "registry":
+        return spec.hash_source or "the registry"
+    return f"pinned on first use ({expected.where.removeprefix('the pin in ')})"
 
 
 def _human(size: int | None) -> str:
@@ -85,9 +96,9 @@ def _resolve(names: List[str], with_deps: bool):
     return ordered
 
 
-@models_app.command("list")
+@models_app.command("list", cls=Command)
 def list_models(
-    kind: Optional[str] = typer.Option(None, "--kind", help="Only this kind: detector, landmarks, embedder, converter, generator or enhancer."),
+    kind: Optional[str] = typer.Option(None, "--kind", help="Only this kind: detector, landmarks, embedder, converter, generator, enhancer, occluder or parser."),
     weights_dir: Optional[Path] = Opt.weights_dir,
     json_out: bool = Opt.json_out,
     quiet: bool = Opt.quiet,
@@ -112,7 +123,7 @@ def list_models(
         header = ("MODEL", "KIND", "ENGINE", "STATUS", "SIZE", "LICENCE", "WHERE")
         lines = [header] + [
             (row["name"], row["kind"], row["engine"] or "-",
-             row["status"] + (f" ({row['hash']})" if row["status"] == "verified" else ""), _human(row["size"]),
+             row["status"] + (f" ({row['trust']})" if row["status"] == "verified" else ""), _human(row["size"]),
              row["licence"].split(" (")[0], row["path"] or ("(downloadable)" if row["downloadable"] else "-"))
             for row in rows
         ]
@@ -121,11 +132,63 @@ def list_models(
             typer.echo("  ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)), line[-1]]))
 
 
-@models_app.command("download")
+def _consent(pending: list, names: List[str], *, yes: bool, trust_unpinned: bool) -> bool:
+    """Ask once per consent the downloads need (licence; trust on first use, dependencies
+    included), or refuse in one line without a terminal. Returns whether unpinned files
+    may be pinned on first use. Offline nothing is asked: the download's own failure
+    (exit 4) is the answer, not a question that could not change it (exit 2)."""
+    import sys
+
+    from swapcli.core.errors import ModelError, UsageError
+    from swapcli.models.download import unreachable
+    from swapcli.models.locate import expected_for
+    from swapcli.models.registry import commercial_use_ok
+
+    restricted = [] if yes else [s.name for s in pending if not commercial_use_ok(s)]
+    unpinned = [] if trust_unpinned else [s for s in pending if expected_for(s) is None]
+    if not (restricted or unpinned):
+        return trust_unpinned
+    problem = unreachable(pending)
+    if problem:
+        raise ModelError(problem)
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise UsageError(_consent_needed(restricted, unpinned, names))
+    if restricted and not typer.confirm(f"The licence of {', '.join(restricted)} does not clear commercial use. "
+                                        f"Accept it and download?", default=False, err=True):
+        raise UsageError("licence not accepted; nothing downloaded")
+    if unpinned:
+        _confirm_trust(unpinned, names)
+        return True
+    return trust_unpinned
+
+
+def _consent_needed(restricted: list[str], unpinned: list, names: List[str]) -> str:
+    """One line naming every consent a non-interactive run lacks, and the flag that gives it."""
+    parts = []
+    if unpinned:
+        deps = " (some are dependencies: --no-deps skips those)" if {s.name for s in unpinned} - set(names) else ""
+        parts.append(f"{', '.join(s.name for s in unpinned)}: no published SHA-256; pass --trust-unpinned to download "
+                     f"and pin the hash of what you get (trust on first use){deps}")
+    if restricted:
+        parts.append(f"{', '.join(restricted)}: licence not cleared for commercial use; pass --yes to accept it")
+    return "; ".join(parts) + " (no prompt in non-interactive use)"
+
+
+def _confirm_trust(unpinned: list, names: List[str]) -> None:
+    """One question for every file without a published SHA-256 (dependencies included)."""
+    from swapcli.core.errors import UsageError
+
+    files = ", ".join(f"{s.name} ({s.filename}{'' if s.name in names else ', a dependency'})" for s in unpinned)
+    if not typer.confirm(f"No published SHA-256 exists for: {files}. Download, and pin the SHA-256 of what you get "
+                         f"(trust on first use)?", default=False, err=True):
+        raise UsageError("unpinned files not trusted; nothing downloaded (--no-deps skips dependencies)")
+
+
+@models_app.command("download", cls=Command)
 def download_models(
-    names: List[str] = typer.Argument(..., metavar="NAME...", help="Registry names (see `swapcli models list`)."),
+    names: List[str] = typer.Argument(..., metavar="NAME", help="Registry names (see `swapcli models list`)."),
     weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="Download into this folder (default: the user cache, ~/.cache/swapcli)."),
-    trust_unpinned: bool = typer.Option(False, "--trust-unpinned", help="Allow models with no published SHA-256: pin the hash of what is downloaded (trust on first use)."),
+    trust_unpinned: bool = typer.Option(False, "--trust-unpinned", help="Get files with no published SHA-256 (dependencies too) without asking; pin the hash of what is downloaded (trust on first use)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Accept non-commercial / unknown model licences without asking."),
     deps: bool = typer.Option(True, "--deps/--no-deps", help="Also get the embedder and converter each model needs."),
     force: bool = typer.Option(False, "--force", help="Download again even when a verified copy is installed."),
@@ -138,13 +201,10 @@ def download_models(
 
     setup_logging(quiet, debug)
     with handle_errors(debug, json_out):
-        import sys
-
         from swapcli.cli.common import emit_json, log
-        from swapcli.core.errors import ModelError, UsageError
+        from swapcli.core.errors import ModelError
         from swapcli.models.download import describe_licence, download
-        from swapcli.models.locate import expected_for, is_installed
-        from swapcli.models.registry import commercial_use_ok
+        from swapcli.models.locate import is_installed
 
         wdir = str(weights_dir) if weights_dir else None
         specs = _resolve(names, deps)
@@ -152,22 +212,9 @@ def download_models(
         for spec in specs:
             if spec not in pending:
                 log.info("%s is installed and verified", spec.name)
-        unpinned = [s.name for s in pending if expected_for(s) is None]
-        if unpinned and not trust_unpinned:
-            deps_hint = " (some are dependencies: --no-deps skips those)" if set(unpinned) - set(names) else ""
-            raise UsageError(f"{', '.join(unpinned)}: no published SHA-256; pass --trust-unpinned to download and pin "
-                             f"the hash of what you get (trust on first use){deps_hint}")
         for spec in pending:
             log.warning(describe_licence(spec))
-        restricted = [s.name for s in pending if not commercial_use_ok(s)]
-        if restricted and not yes:
-            if sys.stdin.isatty() and sys.stderr.isatty():
-                if not typer.confirm(f"The licence of {', '.join(restricted)} does not clear commercial use. Accept it and download?",
-                                     default=False, err=True):
-                    raise UsageError("licence not accepted; nothing downloaded")
-            else:
-                raise UsageError(f"{', '.join(restricted)}: licence not cleared for commercial use; "
-                                 f"pass --yes to accept it (no prompt in non-interactive use)")
+        trust_unpinned = _consent(pending, names, yes=yes, trust_unpinned=trust_unpinned)
         results, failures, first_error = [], [], ""
         for spec in specs:
             try:
@@ -191,9 +238,9 @@ def download_models(
             fail(f"{len(failures)} of {len(specs)} downloads failed ({', '.join(failures)}); first: {first_error}", EXIT_MODEL)
 
 
-@models_app.command("verify")
+@models_app.command("verify", cls=Command)
 def verify_models(
-    names: Optional[List[str]] = typer.Argument(None, metavar="[NAME]...", help="Models to check (default: every installed one)."),
+    names: Optional[List[str]] = typer.Argument(None, metavar="NAME", help="Models to check (default: every installed one)."),
     weights_dir: Optional[Path] = Opt.weights_dir,
     json_out: bool = Opt.json_out,
     quiet: bool = Opt.quiet,
@@ -229,7 +276,7 @@ def verify_models(
             fail(f"{len(bad)} model(s) failed verification: {', '.join(r['name'] for r in bad)}", EXIT_MODEL)
 
 
-@models_app.command("path")
+@models_app.command("path", cls=Command)
 def model_path(
     name: str = typer.Argument(..., help="Registry name."),
     weights_dir: Optional[Path] = Opt.weights_dir,
@@ -245,7 +292,7 @@ def model_path(
         typer.echo(str(locate(name, str(weights_dir) if weights_dir else None).path))
 
 
-@models_app.command("pin")
+@models_app.command("pin", cls=Command)
 def pin_model(
     name: str = typer.Argument(..., help="Registry name of a model with no published SHA-256."),
     weights_dir: Optional[Path] = Opt.weights_dir,

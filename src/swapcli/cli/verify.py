@@ -7,10 +7,10 @@ from typing import List
 
 import typer
 
-from swapcli.cli.root import Opt, app
+from swapcli.cli.root import Opt, command
 
 
-@app.command()
+@command()
 def verify(
     files: List[Path] = typer.Argument(..., metavar="FILE", help="Images or videos to check."),
     samples: int = typer.Option(6, "--samples", min=1, max=64, help="Video frames to sample (spread over the video)."),

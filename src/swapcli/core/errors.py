@@ -12,6 +12,7 @@ EXIT_USAGE = 2
 EXIT_NO_FACE = 3
 EXIT_MODEL = 4
 EXIT_UNMARKED = 5  # swapcli verify: a file carries no synthetic-media mark
+EXIT_CLUSTER = 6  # --cluster: the Ray cluster cannot be reached or used
 EXIT_INTERRUPTED = 130
 
 

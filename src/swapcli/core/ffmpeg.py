@@ -15,10 +15,12 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -123,12 +125,37 @@ def encoder_error(name: str) -> str | None:
 # --------------------------------------------------------------------------- processes
 
 
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec hook that makes the child die with us (Linux PR_SET_PDEATHSIG): a swapcli
+    killed by SIGKILL or the OOM killer must not leave an ffmpeg running. Elsewhere None
+    (children on pipes still end when their pipe closes).
+
+    The signal follows the creating thread, so only children started on the main thread get
+    it; a helper thread's child could otherwise die when that thread ends."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return hook
+
+
 def run(args: Sequence[str], *, check: bool = True, timeout: float | None = None,
         error: type[SwapcliError] = SwapcliError, what: str = "ffmpeg") -> subprocess.CompletedProcess[str]:
     """Run to completion and capture text output; the child is killed if we are interrupted."""
     try:
-        proc = subprocess.run(list(args), stdin=subprocess.DEVNULL, capture_output=True,
-                              text=True, errors="replace", timeout=timeout, start_new_session=True)
+        proc = subprocess.run(list(args), stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                              timeout=timeout, start_new_session=True, preexec_fn=die_with_parent())
     except OSError as exc:  # missing, not executable, ...
         raise SwapcliError(f"cannot run ffmpeg ({args[0]}): {exc.strerror}") from exc
     except subprocess.TimeoutExpired as exc:
@@ -152,7 +179,7 @@ class Process:
             self.popen = subprocess.Popen(
                 self.args, stdin=subprocess.DEVNULL if stdin is None else stdin,
                 stdout=subprocess.DEVNULL if stdout is None else stdout,
-                stderr=subprocess.PIPE, start_new_session=True)
+                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent())
         except OSError as exc:
             raise SwapcliError(f"cannot run ffmpeg ({self.args[0]}): {exc.strerror}") from exc
         self._stderr_thread = threading.Thread(target=self._drain, name="ffmpeg-stderr", daemon=True)

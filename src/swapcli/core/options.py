@@ -12,11 +12,12 @@ DEFAULT_THRESHOLD = 0.30  # ArcFace-MBF cosine: same person is usually > 0.4, st
 
 @dataclass(frozen=True)
 class SelectOptions:
-    faces: str = "largest"  # largest | all | N (left-to-right index)
+    faces: str = "largest"  # largest | all | N (index in face_order)
     reference: Path | None = None
     threshold: float = DEFAULT_THRESHOLD
     min_size: float = 0.0  # ignore detections smaller than this (px, shorter box side)
     min_share: float = DEFAULT_MIN_SHARE  # --faces all|N: ignore faces under this share of the largest (and tiny ones)
+    face_order: str = "left-right"  # --face-order: how --faces N counts (select/faces.py FACE_ORDERS)
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,22 @@ class EngineOptions:
     enhance: str | None = None  # --enhance NAME: face restoration model run on the swapped crop
     enhance_blend: float = 0.8  # share of the restored crop in the result
     paste: str = "auto"  # --paste: auto | cv2 (CPU) | torch (on the model's device)
+    pixel_boost: int | None = None  # --pixel-boost PX: align at PX, generate k² interleaved sub-images (None: model size)
     occlusion: bool = True  # keep what covers the target's face in front (offline estimate)
+    # --mask and friends (blend/masks.py); empty masks = the default set (ghost + occlusion)
+    masks: tuple[str, ...] = ()  # box | occlusion | region | area | ghost; their intersection is pasted
+    mask_regions: tuple[str, ...] = ()  # face-parser classes kept by `region` (empty: all of them)
+    mask_areas: tuple[str, ...] = ()  # landmark areas kept by `area` (empty: all of them)
+    mouth_mask: bool = False  # keep the target's own mouth
+    occluder_model: str | None = None  # registry name, 'many' or the user's file (unverified)
+    parser_model: str | None = None  # registry name or the user's file (unverified)
+
+    def mask_plan(self):
+        """The validated mask set (UsageError on unknown names)."""
+        from swapcli.blend.masks import plan_masks
+
+        return plan_masks(self.masks, self.mask_regions, self.mask_areas, self.mouth_mask,
+                          self.occluder_model, self.parser_model, self.occlusion)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,10 @@ under the model's name. Our downloader adds:
   mismatch deletes the .part;
 * a rich progress bar on stderr;
 * trust on first use for models without a published hash (`trust_unpinned`):
-  the downloaded file's SHA-256 and size are pinned in <user cache>/pins.json.
+  the downloaded file's SHA-256 and size are pinned in <user cache>/pins.json;
+* unreachable(): a headers-only probe, so that `swapcli models download`
+  reports an offline machine as a failed download (exit 4) before it asks
+  for consent it would not need.
 
 Everything the user sees as a failure is one ModelError line (exit code 4).
 """
@@ -29,7 +32,7 @@ import logging
 import os
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +147,44 @@ def _timeouts() -> tuple[float, float]:
     except ValueError:
         read = READ_TIMEOUT
     return (min(CONNECT_TIMEOUT, read), read)
+
+
+def unreachable(specs: Iterable[ModelSpec]) -> str | None:
+    """Why the first model that cannot be fetched cannot be (offline, DNS, refused, HTTP 404),
+    or None when each has a URL that answers.
+
+    Headers only (HEAD), so it is cheap: a question about consent (licence,
+    trust on first use) is pointless when nothing could be downloaded anyway,
+    and exit 4 (download failed) is then the true answer. A host that failed
+    to connect once is not asked again.
+    """
+    import requests
+
+    dead: dict[str, str] = {}
+    with requests.Session() as session:
+        session.headers["User-Agent"] = f"swapcli/{_version()} (model download)"
+        for spec in specs:
+            failures: list[tuple[str, str]] = []
+            for url in download_urls(spec):
+                netloc = urlparse(url).netloc
+                if netloc in dead:
+                    failures.append((_host(url), dead[netloc]))
+                    continue
+                try:
+                    response = session.head(url, timeout=_timeouts(), allow_redirects=True)
+                except requests.RequestException as exc:
+                    dead[netloc] = _reason(exc)
+                    failures.append((_host(url), dead[netloc]))
+                    continue
+                if response.status_code in (404, 410):
+                    failures.append((_host(url), f"HTTP {response.status_code} {response.reason or ''}".strip()))
+                    continue
+                break  # it answers (a server without HEAD says 405/501: it is there all the same)
+            else:
+                if not failures:
+                    return f"no download URL is known for '{spec.name}'"
+                return _summary(spec.name, failures)
+    return None
 
 
 # --- resume state (kept in the user cache so the destination holds only <file>.part) ---
@@ -490,5 +531,5 @@ def describe_licence(spec: ModelSpec) -> str:
     return f"{spec.name}: licence: {spec.licence}{tag}"
 
 
-__all__ = ["DownloadResult", "describe_licence", "download", "download_urls", "mirror_urls", "sidecar_url"]
+__all__ = ["DownloadResult", "describe_licence", "download", "download_urls", "mirror_urls", "sidecar_url", "unreachable"]
 

@@ -5,44 +5,66 @@ expanded into tasks, each with an output path that mirrors the input tree
 under OUTPUT_DIR. Clashes are refused before any work starts: two inputs
 mapping to one output, or an output that would land on an input.
 
-Running: models load once per worker. ``workers == 1`` runs in this process;
-more use a ``ProcessPoolExecutor`` (spawn context: onnxruntime and fork do
-not mix), whose initializer builds the Swapper and analyses the source once
-per process. Every result comes back to this process, which alone appends
-to the manifest, so the manifest has one writer and stays consistent.
+Running: models load once per worker. The workers are the executor's
+(pipeline/executor.py): this process for one, spawned processes for more, Ray
+actors with ``--cluster`` (pipeline/cluster.py); each builds the Swapper and
+analyses the source once, then takes one file at a time. Every result comes
+back to this process, which alone appends to the manifest, so the manifest
+has one writer and stays consistent. On a cluster without a shared filesystem
+the output comes back as bytes and is published here (``deliver``).
 
 Manifest (``OUTPUT_DIR/swapcli-manifest.jsonl``): one JSON object per line,
 appended with a single ``write`` on an ``O_APPEND`` descriptor and fsynced.
 A re-run skips an input whose last ``done`` record names the same output and
-that file still exists with the recorded size; ``--overwrite`` redoes it.
+that file still exists with the recorded size (``--overwrite`` redoes it), and
+an input whose latest outcome was ``no_face`` (``--retry-failed`` retries it).
+The file keeps one current record per input: it is compacted (temp file and
+``os.replace``) when a run starts and ends, but only under an exclusive
+``flock`` taken without waiting, while every run appending to it holds a shared
+one: a manifest that another batch is writing is left alone, never cut.
+``--manifest-history`` keeps every line instead.
 
-Ctrl-C: workers ignore the signal between tasks and turn the first one into
-KeyboardInterrupt inside a task, so the image/video writers delete their temp
-files and kill ffmpeg; the main process forwards SIGINT to its workers (a
-``kill -INT`` reaches only the main process), waits for them, records what
-finished and exits 130. Interrupted inputs get no record, so a re-run redoes
-exactly those.
+Paths: records keep absolute paths (an input's identity whatever the working
+folder of the next run); what the user sees (stdout, status lines, JSON) shows
+them as given on the command line.
+
+Folder walks (folders and ``**`` patterns) follow symlinked folders, but walk
+no folder (device, inode) twice and take real subfolders first, so a link
+loop ends and a file reachable both ways keeps its real path.
+
+Ctrl-C: the executor turns the first signal into KeyboardInterrupt inside the
+running task, so the image/video writers delete their temp files and kill
+ffmpeg; the driver stops its workers, records what finished and exits 130.
+Interrupted inputs get no record, so a re-run redoes exactly those.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import json
 import logging
 import os
-import signal
+import re
 import string
 import sys
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no flock, so the manifest is only appended to, never compacted
+    fcntl = None  # type: ignore[assignment]
 
 from swapcli.core.errors import (
     EXIT_FAILURE,
+    EXIT_NO_FACE,
     EXIT_OK,
     InputError,
     ModelError,
@@ -53,6 +75,7 @@ from swapcli.core.errors import (
 )
 from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
 from swapcli.core.signals import sigint_ignored
+from swapcli.pipeline import executor as _executor
 from swapcli.read.kinds import media_kind
 
 log = logging.getLogger("swapcli")
@@ -79,6 +102,16 @@ class Task:
     kind: str  # image | video | unsupported
     display: str  # short name for status lines: path relative to its given folder, or as given
     explicit: bool = False  # named on the command line (not found in a folder or glob)
+    given_input: str = ""  # the input and output paths as the user gave them (relative stays relative)
+    given_output: str = ""
+
+    @property
+    def shown_input(self) -> str:
+        return self.given_input or self.input
+
+    @property
+    def shown_output(self) -> str:
+        return self.given_output or self.output
 
 
 @dataclass
@@ -143,23 +176,119 @@ def _glob_base(pattern: str) -> Path:
     return Path(*keep) if keep else Path(".")
 
 
+def _join(folder: str, name: str) -> str:
+    return os.path.join(folder, name) if folder else name
+
+
+def _entries(folder: str, hidden: bool = False) -> tuple[list[str], list[str]]:
+    """(subfolder names, file names) of a folder, sorted; hidden names only when asked. A symlink counts as
+    what it points to (a broken one as a file: it then fails as unreadable); an unreadable folder is empty."""
+    dirs: list[str] = []
+    files: list[str] = []
+    try:
+        with os.scandir(folder or os.curdir) as it:
+            for entry in it:
+                if entry.name.startswith(".") and not hidden:
+                    continue
+                try:
+                    is_dir = entry.is_dir()
+                except OSError:
+                    is_dir = False
+                (dirs if is_dir else files).append(entry.name)
+    except OSError:
+        pass
+    return sorted(dirs), sorted(files)
+
+
+def _folders(top: str, recursive: bool, skip: Sequence[str]) -> Iterator[tuple[str, list[str], list[str]]]:
+    """(folder, visible subfolder names, visible file names) for top and, if recursive, every folder below it.
+
+    Symlinked folders are followed, but no folder (st_dev, st_ino) is walked twice and every real
+    subfolder comes before any link: a link back up the tree (a loop) or to a folder also reached
+    without links is not walked again. So the walk ends, and a file keeps its real path where it has one.
+    """
+    seen: set[tuple[int, int]] = set()
+    roots = [top]
+    while roots:
+        stack = [roots.pop(0)]
+        while stack:
+            folder = stack.pop()
+            try:
+                st = os.stat(folder or os.curdir)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            dirs, files = _entries(folder)
+            yield folder, dirs, files
+            if not recursive:
+                return
+            subs = [_join(folder, d) for d in dirs if os.path.realpath(_join(folder, d)) not in skip]
+            stack += reversed([sub for sub in subs if not os.path.islink(sub)])
+            roots += [sub for sub in subs if os.path.islink(sub)]
+
+
+def _tree_order(path: Path) -> tuple:
+    """A folder's files before its subfolders', each level sorted (the order of a top-down walk)."""
+    return path.parent.parts, path.name
+
+
 def _walk(folder: Path, recursive: bool, skip_dirs: Sequence[str]) -> tuple[list[Path], int]:
     """Visible files of a folder (sorted), and how many subfolders were not searched."""
     files: list[Path] = []
     unsearched = 0
-    for root, dirs, names in os.walk(folder, followlinks=False):
-        visible = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.realpath(os.path.join(root, d)) not in skip_dirs)
-        if recursive:
-            dirs[:] = visible
+    for root, dirs, names in _folders(str(folder), recursive, skip_dirs):
+        if not recursive:
+            unsearched = sum(1 for d in dirs if os.path.realpath(os.path.join(root, d)) not in skip_dirs)
+        files += [Path(root, name) for name in names if not name.startswith("swapcli-manifest")]  # manifests
+    return sorted(files, key=_tree_order), unsearched
+
+
+def _magic(part: str) -> bool:
+    return any(c in GLOB_CHARS for c in part)
+
+
+def expand_glob(pattern: str, recursive: bool, skip: Sequence[str] = ()) -> list[str]:
+    """glob.glob(pattern, recursive=recursive), sorted; a '**' part (with recursive) is walked by
+    _folders instead, as glob follows symlinked folders into loops and never ends."""
+    if not recursive or "**" not in pattern.split(os.sep):
+        return sorted(glob.glob(pattern, recursive=recursive))
+    parts = [part for part in pattern.split(os.sep) if part]
+    first = next(i for i, part in enumerate(parts) if _magic(part))
+    head = os.sep.join(parts[:first])
+    if pattern.startswith(os.sep):
+        head = os.sep + head
+    return sorted(set(_match(head, parts[first:], pattern.endswith(os.sep), skip)))
+
+
+def _match(folder: str, parts: list[str], dironly: bool, skip: Sequence[str]) -> Iterator[str]:
+    """Paths below folder matching the pattern parts (glob's rules: wildcards skip hidden names)."""
+    part, rest = parts[0], parts[1:]
+    if part == "**":
+        for sub, _, files in _folders(folder, True, skip):
+            if rest:
+                yield from _match(sub, rest, dironly, skip)
+                continue
+            if sub:  # a trailing '**': every folder and file below
+                yield sub
+            if not dironly:
+                yield from (_join(sub, name) for name in files)
+        return
+    if not _magic(part):
+        path = _join(folder, part)
+        if rest:
+            if os.path.isdir(path):
+                yield from _match(path, rest, dironly, skip)
+        elif os.path.isdir(path) if dironly else os.path.lexists(path):
+            yield path
+        return
+    dirs, files = _entries(folder, hidden=part.startswith("."))
+    for name in fnmatch.filter(dirs if rest or dironly else dirs + files, part):
+        if rest:
+            yield from _match(_join(folder, name), rest, dironly, skip)
         else:
-            unsearched += len(visible)
-            dirs[:] = []
-        for name in sorted(names):
-            if name.startswith(".") or name.startswith("swapcli-manifest"):
-                continue  # hidden files, our temp files, manifests
-            files.append(Path(root, name))
-    return files, unsearched
+            yield _join(folder, name)
 
 
 def expand_inputs(inputs: Sequence[str], recursive: bool, output_dir: Path,
@@ -192,9 +321,10 @@ def expand_inputs(inputs: Sequence[str], recursive: bool, output_dir: Path,
             found.append((path, Path(".") if relative_listed else path.parent, True))
         elif any(c in GLOB_CHARS for c in arg):
             base = _glob_base(arg)
-            matches = sorted(glob.glob(arg, recursive=recursive))
+            matches = expand_glob(arg, recursive, skip)
             if not matches:
                 notes.append(f"{arg}: matches nothing")
+            walked: set[Path] = set()
             for m in matches:
                 mp = Path(m)
                 try:
@@ -204,21 +334,35 @@ def expand_inputs(inputs: Sequence[str], recursive: bool, output_dir: Path,
                 if any(part.startswith(".") and part not in (".", "..") for part in rel_parts):
                     continue  # like the shell: wildcards do not match hidden files
                 if mp.is_dir():
+                    if recursive and walked.intersection(mp.parents):
+                        continue  # 'photos/**' matches every folder: the walk of its parent found them all
+                    walked.add(mp)
                     files, _ = _walk(mp, recursive, skip)
                     found += [(f, base, False) for f in files]
                 elif not any(_inside(os.path.realpath(m), s) for s in skip):
                     found.append((mp, base, False))
         else:
             raise UsageError(f"{arg}: no such file or folder")
-    seen: set[str] = set()
-    unique = []
-    for file, base, explicit in found:
-        key = os.path.realpath(file)
-        if key in seen:
-            continue
-        seen.add(key)
-        unique.append((file, base, explicit))
-    return unique, notes
+    return _unique(found), notes
+
+
+def _links_in(path: Path) -> int:
+    return sum(1 for folder in path.parents if os.path.islink(folder))
+
+
+def _unique(found: list[tuple[Path, Path, bool]]) -> list[tuple[Path, Path, bool]]:
+    """One entry per file (by real path), where it was first found, under the path through the fewest
+    symlinked folders (a file reached by a link and by its real folder keeps its real path)."""
+    first: dict[str, int] = {}
+    unique: list[tuple[Path, Path, bool]] = []
+    for item in found:
+        key = os.path.realpath(item[0])
+        if key not in first:
+            first[key] = len(unique)
+            unique.append(item)
+        elif _links_in(item[0]) < _links_in(unique[first[key]][0]):
+            unique[first[key]] = item
+    return unique
 
 
 def read_list(path: str) -> list[str]:
@@ -274,12 +418,10 @@ def make_plan(inputs: Sequence[str], output_dir: Path, *, pattern: str = DEFAULT
         if rel_parent.parts and rel_parent.parts[0] == "..":  # symlinked or odd base: flatten
             rel_parent = Path(".")
         display = str(file) if explicit else str(rel_parent / file.name) if rel_parent != Path(".") else file.name
-        if kind == "unsupported":
-            out = out_root / rel_parent / file.name
-        else:
-            out = out_root / rel_parent / render_pattern(pattern, file, kind)
-        task = Task(index=0, input=_abs(file), output=os.path.normpath(str(out)), kind=kind, display=display,
-                    explicit=explicit)
+        name = file.name if kind == "unsupported" else render_pattern(pattern, file, kind)
+        task = Task(index=0, input=_abs(file), output=os.path.normpath(str(out_root / rel_parent / name)), kind=kind,
+                    display=display, explicit=explicit, given_input=str(file),
+                    given_output=str(Path(output_dir) / rel_parent / name))
         if not in_shard(os.path.relpath(task.output, out_root), shard):
             continue
         if kind == "unsupported":
@@ -292,9 +434,9 @@ def make_plan(inputs: Sequence[str], output_dir: Path, *, pattern: str = DEFAULT
                              f"{kind}s can be written as {', '.join(allowed)}")
         key = os.path.realpath(task.output)
         if key in input_keys or (os.path.exists(task.output) and os.path.samefile(task.output, task.input)):
-            raise UsageError(f"{display}: its output {task.output} is an input file; choose another OUTPUT_DIR or --pattern")
+            raise UsageError(f"{display}: its output {task.shown_output} is an input file; choose another OUTPUT_DIR or --pattern")
         if key in by_output:
-            raise UsageError(f"{by_output[key].display} and {display} both map to {task.output}; "
+            raise UsageError(f"{by_output[key].display} and {display} both map to {task.shown_output}; "
                              "use --pattern with {parent} or {name}, or separate runs")
         by_output[key] = task
         plan.tasks.append(task)
@@ -308,43 +450,130 @@ def make_plan(inputs: Sequence[str], output_dir: Path, *, pattern: str = DEFAULT
 # --------------------------------------------------------------------------- manifest
 
 
-class Manifest:
-    """JSON lines, one record per input outcome; the last 'done' record of an input is its state."""
+RESTATED = ("already_done", "no_face")  # skip categories that only repeat an earlier outcome
 
-    def __init__(self, path: Path) -> None:
+
+def _restates(rec: dict) -> bool:
+    return rec.get("status") == "skipped" and rec.get("category") in RESTATED
+
+
+def _parse_lines(data: bytes) -> tuple[list[tuple[bytes, dict]], int]:
+    """(line, record) for every readable line, and how many lines were unreadable (cut by a crash)."""
+    good, bad = [], 0
+    for line in data.splitlines():
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line.decode("utf-8", "surrogateescape"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            bad += 1
+            continue
+        if not isinstance(rec, dict) or "input" not in rec:
+            bad += 1
+            continue
+        good.append((line, rec))
+    return good, bad
+
+
+def compact_records(records: Sequence[dict]) -> list[int]:
+    """Indexes of the records to keep, in order: one current record per input (and output).
+
+    That is the latest outcome, plus the last 'done' before it when the latest is not 'done', so resume
+    and the set of outputs made (never taken for inputs) stay exactly as the full history gives them.
+    Skip rows that only restate an earlier outcome go.
+    """
+    latest: dict[tuple, int] = {}
+    done: dict[tuple, int] = {}
+    for i, rec in enumerate(records):
+        if _restates(rec):
+            continue
+        key = (rec["input"], rec.get("output"))
+        latest[key] = i
+        if rec.get("status") == "done" and rec.get("output"):
+            done[key] = i
+    return sorted(set(latest.values()) | set(done.values()))
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Replace path by data: a temp file in the same folder, fsynced, renamed over it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".swapcli-tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class Manifest:
+    """JSON lines, one record per input outcome; the last 'done' record of an input is its state.
+
+    Several batches may append to one file (two runs into one OUTPUT_DIR, --manifest shared by
+    hand). Each holds a shared flock while its descriptor is open; compact() rewrites the file only
+    under an exclusive flock it does not wait for, so it never replaces a file that someone is
+    appending to (their records would go to the unlinked old file). A writer that opened the old
+    file just before a compaction sees the swap after taking its lock and reopens.
+    """
+
+    def __init__(self, path: Path, history: bool = False) -> None:
         self.path = Path(path)
+        self.history = history  # keep every line (no compaction)
         self._fd: int | None = None
+        self._wrote = False
+        self.bad_lines = 0
+        self._reset([])
+        self._load()
+
+    def _reset(self, records: Iterable[dict]) -> None:
         self.done: dict[str, dict] = {}  # input -> last done record
         self.outputs: set[str] = set()  # every output ever recorded done
-        self.bad_lines = 0
-        self._load()
+        self.latest: dict[tuple, dict] = {}  # (input, output) -> latest outcome
+        for rec in records:
+            self._absorb(rec)
+
+    def _absorb(self, rec: dict) -> None:
+        if _restates(rec):
+            return
+        self.latest[(rec["input"], rec.get("output"))] = rec
+        if rec.get("status") == "done" and rec.get("output"):
+            self.done[rec["input"]] = rec
+            self.outputs.add(rec["output"])
 
     def _load(self) -> None:
         try:
-            text = self.path.read_bytes().decode("utf-8", "replace")
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return
         except OSError as exc:
             raise UsageError(f"{self.path}: cannot read the manifest ({exc.strerror})") from None
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                self.bad_lines += 1  # a line cut by a crash: ignored
-                continue
-            if not isinstance(rec, dict) or "input" not in rec:
-                self.bad_lines += 1
-                continue
-            if rec.get("status") == "done" and rec.get("output"):
-                self.done[rec["input"]] = rec
-                self.outputs.add(rec["output"])
+        good, self.bad_lines = _parse_lines(data)
+        self._reset(rec for _, rec in good)
 
     def also_read(self, other: Manifest) -> None:
-        """Count 'done' records of another manifest in the same OUTPUT_DIR (other shards, re-sharding)."""
+        """Count records of another manifest in the same OUTPUT_DIR (other shards, re-sharding)."""
         for key, rec in other.done.items():
             self.done.setdefault(key, rec)
+        for pair, rec in other.latest.items():
+            self.latest.setdefault(pair, rec)
         self.outputs |= other.outputs
 
     def is_done(self, task: Task) -> bool:
@@ -356,16 +585,64 @@ class Manifest:
         except OSError:
             return False
 
+    def had_no_face(self, task: Task) -> bool:
+        """The latest outcome of this input (and output) was 'no face': a finished state, not a failure."""
+        rec = self.latest.get((task.input, task.output))
+        return bool(rec) and rec.get("status") == "no_face"
+
+    def compact(self) -> bool:
+        """Keep one current record per input (compact_records), unless --manifest-history, no flock
+        here, or another batch has the file open for appending (then a later run compacts it)."""
+        if self.history or fcntl is None:
+            return False
+        path = Path(os.path.realpath(self.path))  # a symlinked manifest stays a symlink
+        try:
+            fd = os.open(path, os.O_RDWR)  # NFS emulates flock with POSIX locks: LOCK_EX needs write access
+        except OSError:
+            return False  # no manifest yet, or not ours to rewrite
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                log.debug("%s: in use by another batch, not compacted now", self.path)
+                return False
+            if not _same_file(fd, path):
+                return False  # replaced since we opened it: compacted by another batch
+            with os.fdopen(os.dup(fd), "rb") as fh:
+                data = fh.read()
+            good, bad = _parse_lines(data)
+            keep = compact_records([rec for _, rec in good])
+            if len(keep) == len(good) and not bad:
+                return False
+            try:
+                with sigint_ignored():  # a second Ctrl-C must not cut it (it is short)
+                    _write_atomically(path, b"".join(good[i][0] + b"\n" for i in keep),
+                                      os.fstat(fd).st_mode & 0o7777)
+            except OSError as exc:
+                log.warning("%s: not compacted (%s); it keeps every line", self.path, exc.strerror or exc)
+                return False
+            self.bad_lines = 0
+            self._reset(good[i][1] for i in keep)
+            return True
+        finally:
+            os.close(fd)  # releases the lock: a writer waiting on the old file reopens the new one
+
     def _open(self) -> int:
-        if self._fd is None:
+        while self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH)  # waits only while another batch compacts (a moment)
+                except OSError:
+                    pass  # no locks on this file system: plain appends (nobody can compact it either)
+                else:
+                    if not _same_file(fd, self.path):  # compacted (replaced) before we got the lock
+                        os.close(fd)
+                        continue
             size = os.fstat(fd).st_size
-            if size:  # a crash may have cut the last line: never glue a record onto it
-                with open(self.path, "rb") as fh:
-                    fh.seek(size - 1)
-                    if fh.read(1) != b"\n":
-                        os.write(fd, b"\n")
+            if size and os.pread(fd, 1, size - 1) != b"\n":  # a crash cut the last line: never glue onto it
+                os.write(fd, b"\n")
             self._fd = fd
         return self._fd
 
@@ -379,15 +656,18 @@ class Manifest:
             os.fsync(fd)
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot write the manifest ({exc.strerror or exc})") from None
-        if record.get("status") == "done":
-            self.done[record["input"]] = record
-            self.outputs.add(record["output"])
+        self._wrote = True
+        self._absorb(record)
 
     def close(self) -> None:
+        """Release the file; a run that wrote to it compacts it (if nobody else is writing)."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+        if self._wrote:
+            self._wrote = False
+            self.compact()
 
 
 # --------------------------------------------------------------------------- records
@@ -419,12 +699,13 @@ def one_line(text: str) -> str:
 
 
 def base_record(task: Task, status: str, **extra: Any) -> dict:
-    return {"input": task.input, "output": task.output, "kind": task.kind, "status": status, "error": None,
+    """A manifest record: 'error' only on failed records, 'reason' on skipped and no_face ones."""
+    return {"input": task.input, "output": task.output, "kind": task.kind, "status": status,
             "category": "ok", "exit_code": EXIT_OK, "size": None, "faces_found": None, "faces_swapped": None, "time": _now(), **extra}
 
 
 def skip_record(task: Task, category: str, reason: str) -> dict:
-    rec = base_record(task, "skipped", category=category, error=reason)
+    rec = base_record(task, "skipped", category=category, reason=reason)
     if task.kind == "unsupported":
         rec["output"] = None
     if category == "already_done":
@@ -447,6 +728,27 @@ def failed_record(task: Task, exc: BaseException | str, seconds: float = 0.0, co
         msg = exc
     return base_record(task, "failed", error=one_line(msg), category=category or "error",
                        exit_code=code if code is not None else EXIT_FAILURE, seconds=round(seconds, 3))
+
+
+def no_face_record(task: Task, exc: BaseException, seconds: float = 0.0) -> dict:
+    """No face (or none matching the selection) in a target: a finished outcome, skipped by re-runs."""
+    return base_record(task, "no_face", category="no_face", reason=one_line(str(exc)), exit_code=EXIT_NO_FACE,
+                       seconds=round(seconds, 3))
+
+
+def for_user(record: dict, task: Task) -> dict:
+    """The record as shown to the user: paths as given (the manifest keeps them absolute)."""
+    names = {task.input: task.shown_input, task.output: task.shown_output}
+    names = {a: b for a, b in names.items() if a and a != b}
+    shown = dict(record)
+    for key in ("input", "output"):
+        shown[key] = names.get(shown.get(key), shown.get(key))
+    if names:
+        found = re.compile("|".join(re.escape(a) for a in sorted(names, key=len, reverse=True)))
+        for key in ("error", "reason"):
+            if isinstance(shown.get(key), str):
+                shown[key] = found.sub(lambda m: names[m.group(0)], shown[key])
+    return shown
 
 
 # --------------------------------------------------------------------------- the work
@@ -544,6 +846,8 @@ class Worker:
         except OSError as exc:  # mkdir of a mirrored folder, and anything the writers did not wrap
             return failed_record(task, OutputError(f"{output}: cannot write ({exc.strerror or exc})"),
                                  time.perf_counter() - started)
+        except NoFaceError as exc:
+            return no_face_record(task, exc, time.perf_counter() - started)
         except (SwapcliError, MemoryError) as exc:
             return failed_record(task, exc, time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - a bug on one file must not stop the batch
@@ -590,136 +894,41 @@ def sweep_temp_files(task: Task, since: float) -> list[str]:
     return removed
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C arrived just after a task's output was committed: record it as done, then stop."""
-
-    def __init__(self, record: dict) -> None:
-        super().__init__()
-        self.record = record
+Interrupted = _executor.Interrupted  # Ctrl-C just after a task's output was committed: carries its 'done' record
 
 
-# --- worker processes -------------------------------------------------------
-
-_WORKER: Worker | None = None
-_INIT_ERROR: Fatal | None = None
-_EVENTS = None
-_STOP_EVENT = None  # set by the batch process on Ctrl-C: reaches workers still starting up
-_IN_TASK = False
-_STOP = False
-_PARENT = 0
+# --------------------------------------------------------------------------- the app the executor runs
 
 
-class _QueueLog(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            _EVENTS.put_nowait(("log", record.levelno, record.getMessage()))  # type: ignore[union-attr]
-        except Exception:  # noqa: BLE001 - logging never breaks the work
-            pass
-
-
-def _on_signal(signum: int, frame: object) -> None:
-    """SIGINT/SIGTERM in a worker: the first one aborts the running task (cleanly); later ones are ignored."""
-    global _STOP
-    if not _IN_TASK and os.getppid() != _PARENT:
-        os._exit(130)  # the batch process is gone (PR_SET_PDEATHSIG): nothing to clean up
-    if _STOP:
-        return
-    _STOP = True
-    if _IN_TASK:
-        raise KeyboardInterrupt
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGTERM this worker when the batch process dies (even by SIGKILL)."""
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _init_worker(settings: BatchSettings, events: Any, threads: int, stop: Any = None,
-                 counter: Any = None) -> None:
-    global _WORKER, _INIT_ERROR, _EVENTS, _PARENT, _STOP_EVENT
-    _PARENT = os.getppid()
-    _EVENTS = events
-    _STOP_EVENT = stop
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    _die_with_parent()
-    events.cancel_join_thread()  # never block this worker's exit on unread progress events
-    events.put(("pid", os.getpid()))
-    logger = logging.getLogger("swapcli")
-    logger.handlers[:] = [_QueueLog()]
-    logger.setLevel(settings.log_level)
-    logger.propagate = False
+def make_worker(settings: BatchSettings, paths: Callable[[str], str] = _executor.same_path) -> "BatchApp":
+    """The executor's factory: one Worker per slot (``paths`` maps the driver's files on a cluster)."""
     import dataclasses
 
-    if settings.devices and counter is not None:  # --device list: the next device, round robin
-        with counter.get_lock():
-            slot = counter.value
-            counter.value += 1
-        settings = dataclasses.replace(settings, engine=dataclasses.replace(
-            settings.engine, device=settings.devices[slot % len(settings.devices)]))
-    if threads:  # share the cores: onnxruntime would otherwise start one thread per core in every worker
-        settings = dataclasses.replace(settings, engine=dataclasses.replace(settings.engine, threads=threads))
+    if settings.engine.threads:  # share the cores: onnxruntime would otherwise start one thread per core
         with contextlib.suppress(Exception):
             import cv2
 
-            cv2.setNumThreads(threads)
-    try:
-        _WORKER = Worker(settings)
-    except KeyboardInterrupt:
-        _INIT_ERROR = Fatal("interrupted", 130)
-    except BaseException as exc:  # noqa: BLE001 - reported with every task, stops the batch
-        _INIT_ERROR = _fatal(exc)
+            cv2.setNumThreads(settings.engine.threads)
+    settings = dataclasses.replace(settings, sources=tuple(paths(p) for p in settings.sources),
+                                   reference=paths(settings.reference) if settings.reference else None)
+    return BatchApp(Worker(settings))
 
 
-def _run_in_worker(task: Task) -> dict:
-    global _IN_TASK
-    _IN_TASK = True
-    try:
-        if _STOP or (_STOP_EVENT is not None and _STOP_EVENT.is_set()):
-            raise KeyboardInterrupt
-        if _INIT_ERROR is not None:
-            return {"fatal": _INIT_ERROR}
-        assert _WORKER is not None
-        last = [0.0]
+class BatchApp:
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
 
-        def progress(done: int, total: int | None) -> None:
-            now = time.monotonic()
-            if now - last[0] >= 0.25 or (total and done >= total):
-                last[0] = now
-                with contextlib.suppress(Exception):
-                    _EVENTS.put_nowait(("progress", task.index, done, total))  # type: ignore[union-attr]
+    def run(self, task: Task, progress: Callable[[int, int | None], None],
+            paths: Callable[[str], str] = _executor.same_path) -> dict:
+        import dataclasses
 
-        try:
-            return _WORKER.run(task, progress)
-        except Fatal as exc:
-            return {"fatal": exc}
-    except Interrupted as exc:
-        return {"interrupted": True, "input": task.input, "record": exc.record}
-    except KeyboardInterrupt:
-        import gc
-
-        gc.collect()  # a writer orphaned by the interrupt is aborted now, not at some later collection
-        return {"interrupted": True, "input": task.input}
-    finally:
-        _IN_TASK = False
-        if os.getppid() != _PARENT:  # the batch process died while we worked: our cleanup is done, go
-            os._exit(130)
+        return self.worker.run(dataclasses.replace(task, input=paths(task.input), output=paths(task.output)), progress)
 
 
 # --------------------------------------------------------------------------- the runner
 
 
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+cpu_count = _executor.cpu_count
 
 
 def default_workers(device: str, cores: int | None = None) -> int:
@@ -766,6 +975,7 @@ class Summary:
 
     @property
     def exit_code(self) -> int:
+        """1 if any input failed; 'no_face' is an outcome (nothing to swap), not a failure."""
         return EXIT_FAILURE if self.failed else EXIT_OK
 
 
@@ -773,22 +983,61 @@ Event = Callable[..., None]
 
 
 def run_batch(settings: BatchSettings, tasks: Sequence[Task], manifest: Manifest, *, workers: int = 1,
-              on_event: Event = lambda *a: None) -> Summary:
+              on_event: Event = lambda *a: None, executor: Any = None) -> Summary:
     """Process tasks; records go to the manifest (and the summary) as they finish.
 
-    ``on_event(kind, *args)``: ("start", task), ("progress", task, done, total),
-    ("result", task, record), ("log", level, message). Raises Fatal when the
-    batch cannot go on; KeyboardInterrupt after cleaning up.
+    ``executor``: a cluster (``cluster.RayPool``); by default this machine (``workers`` processes,
+    or this process for one). ``on_event(kind, *args)``: ("start", task), ("progress", task, done,
+    total), ("result", task, record), ("log", level, message). Raises WorkerError (a SwapcliError)
+    when the batch cannot go on; KeyboardInterrupt after cleaning up.
     """
-    summary = Summary(workers=workers)
+    import dataclasses
+
+    devices = settings.devices or (settings.engine.device,)
+    if executor is None:
+        specs = _executor.local_plan(workers, devices, len(tasks))
+        executor = _executor.local(len(specs))
+    else:
+        specs = executor.plan(workers, devices, len(tasks))
+    summary = Summary(workers=len(specs))
+    photos = tuple(str(p) for p in (*settings.sources, *([settings.reference] if settings.reference else [])))
+    slots = [_executor.Slot(label=spec.label, send=photos, num_cpus=spec.num_cpus, num_gpus=spec.num_gpus,
+                            setup=dataclasses.replace(settings, devices=(), engine=dataclasses.replace(
+                                settings.engine, device=spec.device, threads=spec.threads or settings.engine.threads)))
+             for spec in specs]
+    items = [_executor.Item(task.index, task, send=(task.input,), receive=(task.output,)) for task in tasks]
+    since = time.time()
+
+    def event(kind: str, *args: Any) -> None:
+        if kind == "result":
+            _record(manifest, summary, on_event, args[0].payload, args[1])
+        elif kind in ("start", "progress"):
+            on_event(kind, args[0].payload, *args[1:])
+        else:
+            on_event(kind, *args)
+
+    def deliver(item: _executor.Item, record: dict, files: dict[str, Path]) -> dict:
+        """A cluster worker without a shared filesystem sent the output back: publish it here."""
+        from swapcli.write.atomic import publish
+
+        task, tmp = item.payload, files.get(item.payload.output)
+        if record.get("status") != "done":
+            return record
+        if tmp is None:
+            return failed_record(task, f"{task.input}: the worker sent no output back")
+        try:
+            publish(tmp, Path(task.output), settings.output.overwrite)
+        except SwapcliError as exc:
+            return failed_record(task, exc)
+        return {**record, "size": os.path.getsize(task.output)}
+
     started = time.perf_counter()
     try:
-        if workers <= 1 or len(tasks) <= 1:
-            summary.workers = 1
-            _run_here(settings, tasks, manifest, summary, on_event)
-        else:
-            summary.workers = min(workers, len(tasks))
-            _run_pool(settings, tasks, manifest, summary, on_event, summary.workers)
+        executor.run(make_worker, slots, items, event, deliver=deliver,
+                     abandon=lambda item: sweep_temp_files(item.payload, since))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise
     finally:
         summary.seconds = time.perf_counter() - started
         manifest.close()
@@ -799,147 +1048,3 @@ def _record(manifest: Manifest, summary: Summary, on_event: Event, task: Task, r
     manifest.append(record)
     summary.records.append(record)
     on_event("result", task, record)
-
-
-def _run_here(settings: BatchSettings, tasks: Sequence[Task], manifest: Manifest, summary: Summary,
-              on_event: Event) -> None:
-    if not tasks:
-        return
-    try:
-        worker = Worker(settings)
-    except (SwapcliError, MemoryError) as exc:
-        raise _fatal(exc) from None
-    since = time.time()
-    for task in tasks:
-        on_event("start", task)
-        try:
-            record = worker.run(task, lambda done, total, t=task: on_event("progress", t, done, total))
-        except Interrupted as exc:
-            _record(manifest, summary, on_event, task, exc.record)
-            raise KeyboardInterrupt from None
-        except KeyboardInterrupt:
-            with sigint_ignored():
-                sweep_temp_files(task, since)
-            raise
-        _record(manifest, summary, on_event, task, record)
-
-
-def _run_pool(settings: BatchSettings, tasks: Sequence[Task], manifest: Manifest, summary: Summary,
-              on_event: Event, workers: int) -> None:
-    import multiprocessing
-    import queue as queue_mod
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    ctx = multiprocessing.get_context("spawn")
-    events = ctx.Queue()
-    threads = max(1, cpu_count() // workers)
-    pids: set[int] = set()
-    by_index = {t.index: t for t in tasks}
-    started: set[int] = set()
-
-    def drain() -> None:
-        while True:
-            try:
-                item = events.get_nowait()
-            except (queue_mod.Empty, OSError, ValueError, EOFError):
-                return
-            if item[0] == "pid":
-                pids.add(item[1])
-            elif item[0] == "progress":
-                task = by_index.get(item[1])
-                if task is not None:
-                    if task.index not in started:
-                        started.add(task.index)
-                        on_event("start", task)
-                    on_event("progress", task, item[2], item[3])
-            elif item[0] == "log":
-                on_event("log", item[1], item[2])
-
-    def handle(future, task: Task) -> None:
-        try:
-            out = future.result()
-        except KeyboardInterrupt:
-            return
-        except BaseException as exc:  # noqa: BLE001 - a worker died (killed, out of memory)
-            from concurrent.futures.process import BrokenProcessPool
-
-            if isinstance(exc, BrokenProcessPool):
-                raise Fatal(f"a worker process died ({one_line(str(exc)) or 'killed'}); "
-                            "try fewer --workers", EXIT_FAILURE) from None
-            _record(manifest, summary, on_event, task, failed_record(task, exc))
-            return
-        if "fatal" in out:
-            raise out["fatal"]
-        if out.get("interrupted"):  # a worker got the signal (Ctrl-C reaches the whole group)
-            summary.interrupted = True
-            if out.get("record"):
-                _record(manifest, summary, on_event, task, out["record"])
-            raise KeyboardInterrupt
-        _record(manifest, summary, on_event, task, out)
-
-    stop = ctx.Event()
-    since = time.time()
-    counter = ctx.Value("i", 0) if settings.devices else None  # which device the next worker takes
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                               initargs=(settings, events, threads, stop, counter))
-    futures = {}
-    try:
-        with sigint_ignored():  # workers spawn on the first submits: born deaf to Ctrl-C until
-            for task in tasks[:workers]:  # their own handler is installed (no traceback, no broken pool)
-                futures[pool.submit(_run_in_worker, task)] = task
-        for task in tasks[workers:]:
-            futures[pool.submit(_run_in_worker, task)] = task
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
-            drain()
-            for future in sorted(done, key=lambda f: futures[f].index):
-                task = futures[future]
-                if task.index not in started and not future.cancelled():
-                    started.add(task.index)
-                    on_event("start", task)
-                handle(future, task)
-    except BaseException:
-        # Ctrl-C, a fatal error, or a bug: stop the workers cleanly, keep what finished.
-        with sigint_ignored():
-            stop.set()
-            inflight = [task for future, task in futures.items() if future.running()]
-            for future in futures:
-                future.cancel()
-            drain()
-            pids |= {p.pid for p in multiprocessing.active_children()}
-            for pid in pids:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGINT)
-            stuck = {f for f in futures if not f.cancelled() and not f.done()}
-            deadline = time.monotonic() + 60
-            while stuck and time.monotonic() < deadline:
-                _, stuck = wait(stuck, timeout=0.2)
-                drain()
-            if stuck:  # a worker that does not stop: kill it rather than hang
-                for pid in pids:
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-            pool.shutdown(wait=True, cancel_futures=True)
-            drain()
-            recorded = {r["input"] for r in summary.records}
-            for future, task in futures.items():  # everything that finished, also late, is recorded
-                if future.cancelled() or not future.done() or task.input in recorded:
-                    continue
-                with contextlib.suppress(BaseException):
-                    out = future.result()
-                    record = out.get("record") if out.get("interrupted") else None if "fatal" in out else out
-                    if record:
-                        _record(manifest, summary, on_event, task, record)
-            recorded = {r["input"] for r in summary.records}
-            for task in inflight:  # every worker has exited: nothing can still be writing these
-                if task.input not in recorded:
-                    sweep_temp_files(task, since)
-            events.close()
-            events.join_thread()
-        raise
-    else:
-        pool.shutdown(wait=True)
-        drain()
-        events.close()
-        events.join_thread()

@@ -15,11 +15,13 @@ Device lists (:func:`parse_devices`)
 Video (:func:`swap_video_split`)
     The target's frames ``[0, n)`` (after ``--start/--end/--fps``: the ranges
     are counted over the trimmed / resampled stream the reader yields) are cut
-    into K contiguous ranges, one per device. K worker processes (spawn
-    context: onnxruntime, CUDA and fork do not mix) each build their own
+    into K contiguous ranges, one per device. K workers of the executor
+    (pipeline/executor.py: spawned processes; with ``--cluster``, Ray actors,
+    one range per cluster worker, the target and segments travelling through
+    the object store unless --shared-fs) each build their own
     Swapper on their device, load the sources from their paths, and run
     ``swap_video`` with ``VideoOptions.frame_range`` into a video-only segment
-    in a private hidden folder beside the output (``.STEM.swapcli-split-XXXX``,
+    in a private hidden folder beside the output (``.STEM.swapcli-PID-XXXX-split``,
     same container as the output). The last range runs to the end of the
     stream, so a probe that miscounts by a frame loses nothing. This process
     then joins the segments with ffmpeg's concat demuxer and ``-c:v copy`` (no
@@ -35,8 +37,8 @@ Video (:func:`swap_video_split`)
     starts afresh). Every segment starts with a keyframe. Frame count, frame
     rate and audio equal the single-device output's.
 
-    Ctrl-C, SIGTERM or a failing worker: every worker is stopped (SIGINT, then
-    SIGKILL for itself and its ffmpeg children if it does not stop), the temp
+    Ctrl-C, SIGTERM or a failing worker: every worker is stopped by the executor
+    (SIGINT, then SIGKILL for itself and its ffmpeg children if it does not stop), the temp
     folder is deleted and no output is written. The exit code is 130 for an
     interrupt, else the failing worker's error's code and one-line message.
     (Tests make one worker fail with ``SWAPCLI_TEST_FAIL_SEGMENT=INDEX`` in the environment.)
@@ -53,16 +55,14 @@ import logging
 import os
 import re
 import shutil
-import signal
-import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from swapcli.core.errors import EXIT_FAILURE, OutputError, SwapcliError, UsageError
+from swapcli.core.errors import OutputError, SwapcliError, UsageError
 from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
-from swapcli.core.signals import sigint_ignored
+from swapcli.pipeline import executor as _executor
 from swapcli.write.video import resolve_codec
 
 log = logging.getLogger("swapcli")
@@ -145,154 +145,70 @@ class SplitVideoResult:
 
 
 @dataclass(frozen=True)
-class SegmentJob:
-    """Everything a worker needs to swap one frame range (picklable: crosses to the worker)."""
+class SegmentSetup:
+    """What a worker needs to build its Swapper once (picklable: crosses to the worker)."""
 
-    index: int
-    device: str
-    frame_range: tuple[int, int]
     engine: EngineOptions
     groups: tuple[tuple[str, ...], ...]
     references: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class SegmentJob:
+    """One frame range of the target into one segment file (picklable)."""
+
+    index: int
+    frame_range: tuple[int, int]
     target: str
     segment: str
     select: SelectOptions
     video: Any  # pipeline.video.VideoOptions
     out: OutputOptions
     inputs: tuple[str, ...]
-    log_level: int = logging.INFO
-    threads: int = 0
 
 
-class WorkerError(SwapcliError):
-    """A worker's failure, re-raised here with its exit code and one-line message."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-    def __reduce__(self):
-        return (WorkerError, (str(self), self.exit_code))
+WorkerError = _executor.WorkerError
 
 
-# --------------------------------------------------------------------------- the worker process
-
-_EVENTS = None
-_STOP_EVENT = None
-_STOPPING = False
-_GUARDED = False  # inside the reporting try: an interrupt there is caught and reported
+# --------------------------------------------------------------------------- the app the executor runs
 
 
-def _on_signal(signum: int, frame: object) -> None:
-    """The first SIGINT/SIGTERM aborts the segment (writers clean up); later ones are ignored.
-
-    Before the worker reaches its reporting try (still importing, still setting up) a signal is
-    only recorded; the try checks the record first, so a stop at any moment of the worker's life
-    is reported as "interrupted", never as a traceback."""
-    global _STOPPING
-    if _STOPPING:
-        return
-    _STOPPING = True
-    if _GUARDED:
-        raise KeyboardInterrupt
-
-
-def _put(item: tuple) -> None:
-    with contextlib.suppress(Exception):
-        _EVENTS.put(item)  # type: ignore[union-attr]
-
-
-def _one_line(text: str) -> str:
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    return (lines[0] if lines else "")[:500]
-
-
-def _run_segment(job: SegmentJob, events: Any, stop: Any) -> None:
-    """Worker entry point: swap one frame range into one segment file; report on ``events``."""
-    global _EVENTS, _STOP_EVENT, _STOPPING, _GUARDED
-    _EVENTS, _STOP_EVENT = events, stop
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
-    from swapcli.pipeline import batch as pb
-    from swapcli.pipeline.batch import _die_with_parent, _QueueLog
-
-    _die_with_parent()
-    pb._EVENTS = events  # _QueueLog forwards this process's log records to the parent
-    logger = logging.getLogger("swapcli")
-    logger.handlers[:] = [_QueueLog()]
-    logger.setLevel(job.log_level)
-    logger.propagate = False
-    _put(("pid", job.index, os.getpid()))
-    try:
-        _run_segment_reporting(job)
-    finally:
-        _STOPPING = True  # a signal from now on is ignored: nothing left to clean up, no traceback
-        _GUARDED = False
-
-
-def _run_segment_reporting(job: SegmentJob) -> None:
-    global _GUARDED
-    try:
-        _GUARDED = True
-        if _STOPPING:  # told to stop while starting up
-            raise KeyboardInterrupt
-        if os.environ.get(FAIL_ENV) == str(job.index):
-            raise SwapcliError(f"test failure injected in segment {job.index}")
-        if _STOP_EVENT.is_set():  # type: ignore[union-attr]
-            raise KeyboardInterrupt
-        payload = _swap_segment(job)
-        _put(("done", job.index, payload))
-    except KeyboardInterrupt:
-        import gc
-
-        gc.collect()  # an orphaned writer's __del__ aborts it now (kills ffmpeg, deletes its temp file)
-        _put(("interrupted", job.index))
-    except SwapcliError as exc:
-        _put(("error", job.index, int(getattr(exc, "exit_code", EXIT_FAILURE)), _one_line(str(exc))))
-    except MemoryError:
-        _put(("error", job.index, EXIT_FAILURE, f"out of memory on {job.device}"))
-    except BaseException as exc:  # noqa: BLE001 - a bug: one line, the parent decides
-        log.debug("internal error in segment %d", job.index, exc_info=True)
-        _put(("error", job.index, EXIT_FAILURE,
-              f"internal error on {job.device}: {type(exc).__name__}: {_one_line(str(exc)) or '-'}"))
-
-
-def _swap_segment(job: SegmentJob) -> dict:
+def make_segment_worker(setup: SegmentSetup, paths: Callable[[str], str] = _executor.same_path) -> "SegmentApp":
+    """The executor's factory: a Swapper on this slot's device, the sources analysed once."""
     from swapcli.pipeline.swapper import Swapper
-    from swapcli.pipeline.video import swap_video
 
-    engine = replace(job.engine, device=job.device)
-    if job.threads and not engine.threads:
-        engine = replace(engine, threads=job.threads)
+    if setup.engine.threads:
         with contextlib.suppress(Exception):
             import cv2
 
-            cv2.setNumThreads(job.threads)
-    swapper = Swapper(engine)
-    groups = [swapper.load_sources([Path(p) for p in group]) for group in job.groups]
-    refs = [swapper.reference_embedding(Path(p)) for p in job.references] if job.references else None
-    if _STOP_EVENT is not None and _STOP_EVENT.is_set():  # stopped while loading (deaf to SIGINT until then)
-        raise KeyboardInterrupt
-    a, b = job.frame_range
-    last = [0.0]
+            cv2.setNumThreads(setup.engine.threads)
+    swapper = Swapper(setup.engine)
+    groups = [swapper.load_sources([Path(paths(p)) for p in group]) for group in setup.groups]
+    refs = [swapper.reference_embedding(Path(paths(p))) for p in setup.references] if setup.references else None
+    return SegmentApp(swapper, groups, refs)
 
-    def progress(done: int, total: int | None) -> None:
-        if _STOP_EVENT is not None and _STOP_EVENT.is_set():
-            raise KeyboardInterrupt  # the parent gave up (another worker failed, or Ctrl-C)
-        now = time.monotonic()
-        if now - last[0] >= 0.2:
-            last[0] = now
-            with contextlib.suppress(Exception):
-                _EVENTS.put_nowait(("progress", job.index, done, total))  # type: ignore[union-attr]
 
-    video = replace(job.video, frame_range=(a, b))
-    result = swap_video(swapper, groups, Path(job.target), Path(job.segment), job.select, video, job.out,
-                        references=refs, inputs=[Path(p) for p in job.inputs], progress=progress)
-    return {"frames_read": result.frames_read, "frames_written": result.frames_written,
-            "frames_swapped": result.frames_swapped, "faces_per_frame": list(result.faces_per_frame),
-            "tracks": list(result.tracks), "bridged": result.bridged, "seconds": result.seconds,
-            "notes": list(result.notes), "engine": swapper.engine.name,
-            "timings_ms": swapper.clock.timings.to_json()}
+class SegmentApp:
+    def __init__(self, swapper: Any, groups: list, refs: list | None) -> None:
+        self.swapper, self.groups, self.refs = swapper, groups, refs
+
+    def run(self, job: SegmentJob, progress: Callable[[int, int | None], None],
+            paths: Callable[[str], str] = _executor.same_path) -> dict:
+        from swapcli.core.timing import Clock
+        from swapcli.pipeline.video import swap_video
+
+        if os.environ.get(FAIL_ENV) == str(job.index):
+            raise SwapcliError(f"test failure injected in segment {job.index}")
+        self.swapper.clock = Clock()
+        video = replace(job.video, frame_range=job.frame_range)
+        result = swap_video(self.swapper, self.groups, Path(paths(job.target)), Path(paths(job.segment)), job.select,
+                            video, job.out, references=self.refs, inputs=[Path(paths(p)) for p in job.inputs],
+                            progress=progress)
+        return {"frames_read": result.frames_read, "frames_written": result.frames_written,
+                "frames_swapped": result.frames_swapped, "faces_per_frame": list(result.faces_per_frame),
+                "tracks": list(result.tracks), "bridged": result.bridged, "seconds": result.seconds,
+                "notes": list(result.notes), "engine": self.swapper.engine.name,
+                "timings_ms": self.swapper.clock.timings.to_json()}
 
 
 # --------------------------------------------------------------------------- the parent
@@ -310,8 +226,10 @@ def swap_video_split(
     references: Sequence[Path | str] | None = None,
     inputs: Sequence[Path] = (),
     progress: Callable[[int, int | None], None] | None = None,
+    executor: Any = None,
 ):
-    """Swap ``target`` into ``output`` with one worker process per device (see the module docstring).
+    """Swap ``target`` into ``output`` with one worker process per device (see the module docstring),
+    or with ``executor`` (a cluster: ``cluster.RayPool``) one segment per worker it plans.
 
     ``groups[k]`` are the source photo paths for the k-th reference (``--map``), or one group
     without references, as for ``swap_video``. Returns a ``VideoResult`` (summed counts,
@@ -320,8 +238,8 @@ def swap_video_split(
     from swapcli.pipeline.video import VideoResult
     from swapcli.read.video import FrameReader, probe
     from swapcli.select.faces import parse_faces
-    from swapcli.write.atomic import check_output
-    from swapcli.write.video import CONTAINERS
+    from swapcli.write.atomic import check_output, publish, reserve_temp_dir
+    from swapcli.write.video import CONTAINERS, check_complete
 
     parse_faces(select.faces)
     if references and len(groups) != len(references):
@@ -335,53 +253,44 @@ def swap_video_split(
     n = reader.expected_frames or info.frame_count or 0
     if n < 1:
         raise UsageError(f"{target}: no frames to process")
-    ranges = split_ranges(n, len(devices))
-    used = list(devices[:len(ranges)])
+    if executor is None:
+        specs = _executor.local_plan(len(devices), devices, n)
+        executor = _executor.local(len(specs))
+    else:
+        specs = executor.plan(0, devices, n)
+    ranges = split_ranges(n, len(specs))
+    specs = specs[:len(ranges)]
+    used = [spec.label for spec in specs]
     video = replace(video, codec=resolve_codec(video.codec))
     started = time.perf_counter()
     result = VideoResult(target, output, input_info={
         "width": info.width, "height": info.height, "fps": str(info.fps), "frames": info.frame_count,
         "duration": round(info.duration, 3), "rotation": info.rotation, "audio": info.audio_streams,
         "vfr": info.is_vfr})
-    parent = output.parent if str(output.parent) else Path(".")
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output.stem}.swapcli-split-", dir=parent))
-    except OSError as exc:
-        raise OutputError(f"cannot write to {parent}: {exc.strerror}") from None
+    tmp = reserve_temp_dir(output)
     try:
         segments = [tmp / f"segment-{i:03d}{output.suffix.lower()}" for i in range(len(ranges))]
-        jobs = []
-        threads = max(1, _cpu_count() // len(ranges))
-        for i, (device, (a, b)) in enumerate(zip(used, ranges)):
-            jobs.append(SegmentJob(
-                index=i, device=device, frame_range=(a, _OPEN_END if i == len(ranges) - 1 else b),
-                engine=engine, groups=tuple(tuple(str(p) for p in g) for g in groups),
-                references=tuple(str(p) for p in references) if references else None,
-                target=str(target), segment=str(segments[i]), select=select, video=video, out=out,
-                inputs=tuple(str(p) for p in inputs), log_level=logging.getLogger("swapcli").level,
-                threads=threads))
-        payloads = _run_workers(jobs, ranges, n, progress)
+        setup = SegmentSetup(engine=engine, groups=tuple(tuple(str(p) for p in g) for g in groups),
+                             references=tuple(str(p) for p in references) if references else None)
+        jobs = [SegmentJob(index=i, frame_range=(a, _OPEN_END if i == len(ranges) - 1 else b), target=str(target),
+                           segment=str(segments[i]), select=select, video=video, out=out,
+                           inputs=tuple(str(p) for p in inputs))
+                for i, (a, b) in enumerate(ranges)]
+        photos = [*(p for g in setup.groups for p in g), *(setup.references or ())]
+        payloads = _run_segments(executor, specs, setup, jobs, photos, n, progress)
         notes = _merge(result, payloads, used, ranges)
         joined = tmp / f"joined{output.suffix.lower()}"
         notes += _concat(segments, joined, info, video, out, output.name)
         if n and result.frames_read < n - 1:  # decoding stopped early: a cut or damaged file
             notes.append(f"{target}: decoding ended after {result.frames_read} of {n} frames "
                          "(truncated or damaged file?); the output stops there too")
-        try:
-            os.replace(joined, output)
-        except OSError as exc:
-            raise OutputError(f"cannot write {output}: {exc.strerror or exc}") from None
+        check_complete(joined, result.frames_written, output)
+        publish(joined, output, out.overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result.notes = notes
     result.seconds = time.perf_counter() - started
     return result
-
-
-def _cpu_count() -> int:
-    from swapcli.pipeline.batch import cpu_count
-
-    return cpu_count()
 
 
 def _merge(result, payloads: list[dict], devices: Sequence[str], ranges: Sequence[tuple[int, int]]) -> list[str]:
@@ -415,137 +324,45 @@ def _merge(result, payloads: list[dict], devices: Sequence[str], ranges: Sequenc
     return notes
 
 
-def _run_workers(jobs: Sequence[SegmentJob], ranges: Sequence[tuple[int, int]], total: int,
-                 progress: Callable[[int, int | None], None] | None) -> list[dict]:
-    """Start one process per job, relay progress and logs, and return their payloads in order.
-
-    Any failure, Ctrl-C or SIGTERM (KeyboardInterrupt here) stops every worker first."""
-    import multiprocessing
-    import queue as queue_mod
-
-    ctx = multiprocessing.get_context("spawn")
-    events = ctx.Queue()
-    stop = ctx.Event()
-    procs: list[Any] = []
-    pids: dict[int, int] = {}
+def _run_segments(executor: Any, specs: Sequence[Any], setup: SegmentSetup, jobs: Sequence[SegmentJob],
+                  photos: Sequence[str], total: int, progress: Callable[[int, int | None], None] | None) -> list[dict]:
+    """Run the segment jobs on the executor's slots, relay progress and logs, return their payloads in order."""
     done: dict[int, int] = {}
     payloads: dict[int, dict] = {}
     seen_logs: set[str] = set()
-    failure: list[tuple[int, str]] = []
-    interrupted = [False]
+    slots = [_executor.Slot(label=spec.label, send=tuple(photos), num_cpus=spec.num_cpus, num_gpus=spec.num_gpus,
+                            setup=replace(setup, engine=replace(setup.engine, device=spec.device,
+                                                                threads=setup.engine.threads or spec.threads)))
+             for spec in specs]
+    items = [_executor.Item(job.index, job, send=(job.target,), receive=(job.segment,)) for job in jobs]
 
-    def handle(item: tuple) -> None:
-        kind = item[0]
-        if kind == "pid":
-            pids[item[1]] = item[2]
-        elif kind == "progress":
-            _, i, count, _total = item
-            a = ranges[i][0]
-            done[i] = max(0, min(_processed(count, a), ranges[i][1] - a))
+    def event(kind: str, *args: Any) -> None:
+        if kind == "progress" or kind == "result":
+            job = args[0].payload
+            if kind == "progress":
+                done[job.index] = max(0, min(args[1], job.frame_range[1] - job.frame_range[0]))
+            else:
+                payloads[job.index] = args[1]
+                done[job.index] = args[1]["frames_written"]
             if progress is not None:
                 progress(sum(done.values()), total)
         elif kind == "log":
-            _, level, message = item
+            level, message = args
             if message not in seen_logs:  # K workers say the same things
                 seen_logs.add(message)
                 log.log(level, message)
-        elif kind == "done":
-            payloads[item[1]] = item[2]
-            done[item[1]] = item[2]["frames_written"]
-            if progress is not None:
-                progress(sum(done.values()), total)
-        elif kind == "error" and not failure:
-            failure.append((item[2], item[3]))
-        elif kind == "interrupted":
-            interrupted[0] = True
 
-    def drain(timeout: float = 0.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                item = events.get(timeout=max(0.0, deadline - time.monotonic())) if timeout else events.get_nowait()
-            except (queue_mod.Empty, OSError, ValueError, EOFError):
-                return
-            handle(item)
+    def deliver(item: Any, payload: dict, files: dict[str, Path]) -> dict:
+        from swapcli.write.atomic import publish
 
-    try:
-        with sigint_ignored():
-            for job in jobs:
-                proc = ctx.Process(target=_run_segment, args=(job, events, stop), name=f"swapcli-{job.device}",
-                                   daemon=True)
-                proc.start()
-                procs.append(proc)
-        while len(payloads) < len(jobs):
-            drain(0.2)
-            if failure:
-                raise WorkerError(failure[0][1], failure[0][0])
-            if interrupted[0]:  # a worker got the signal (Ctrl-C reaches the whole process group)
-                raise KeyboardInterrupt
-            for i, proc in enumerate(procs):
-                if i not in payloads and proc.exitcode is not None:
-                    drain(1.0)  # its last words may still be in the pipe
-                    if failure:
-                        raise WorkerError(failure[0][1], failure[0][0])
-                    if interrupted[0]:
-                        raise KeyboardInterrupt
-                    if i not in payloads:
-                        code = proc.exitcode
-                        why = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-                        raise WorkerError(f"the worker on {jobs[i].device} died ({why}); "
-                                          "out of memory? try fewer devices", EXIT_FAILURE)
-    except BaseException:
-        with sigint_ignored():
-            _stop_workers(procs, pids, stop, drain)
-            with contextlib.suppress(Exception):
-                events.close()
-                events.join_thread()
-        raise
-    for proc in procs:
-        proc.join(10)
-    with contextlib.suppress(Exception):
-        events.close()
-        events.join_thread()
+        tmp = files.get(item.payload.segment)
+        if tmp is None:
+            raise SwapcliError(f"segment {item.payload.index}: the worker sent no video back")
+        publish(tmp, Path(item.payload.segment), True)
+        return payload
+
+    executor.run(make_segment_worker, slots, items, event, deliver=deliver)
     return [payloads[i] for i in range(len(jobs))]
-
-
-def _processed(count: int, a: int) -> int:
-    """Frames of its range a worker has done, from the count its swap_video progress reports.
-
-    swap_video counts the frames it processed in its frame range (skipped frames before the
-    range are not reported)."""
-    return count
-
-
-def _stop_workers(procs: Sequence[Any], pids: dict[int, int], stop: Any, drain: Callable[[float], None]) -> None:
-    """SIGINT every worker (writers delete their temp files, kill their ffmpeg), wait, then SIGKILL
-    what is left together with its children."""
-    stop.set()
-    for proc in procs:
-        if proc.exitcode is None and proc.pid:
-            with contextlib.suppress(OSError):
-                os.kill(proc.pid, signal.SIGINT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(p.exitcode is None for p in procs):
-        drain(0.1)
-    stuck = [p for p in procs if p.exitcode is None]
-    for proc in stuck:
-        _kill_tree(proc.pid)
-    for proc in procs:
-        proc.join(5)
-
-
-def _kill_tree(pid: int | None) -> None:
-    if not pid:
-        return
-    try:
-        import psutil
-
-        kids = psutil.Process(pid).children(recursive=True)
-    except Exception:  # noqa: BLE001 - gone already, or no psutil
-        kids = []
-    for p in [pid, *(k.pid for k in kids)]:
-        with contextlib.suppress(OSError):
-            os.kill(p, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- joining

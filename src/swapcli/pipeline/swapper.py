@@ -13,7 +13,7 @@ import numpy as np
 from swapcli.analyse.face import Face
 from swapcli.analyse.insight import AnalyserOptions, InsightAnalyser
 from swapcli.blend.ghost_mask import MaskParams
-from swapcli.blend.occlusion import occlusion
+from swapcli.blend.masks import FaceMask, Masker
 from swapcli.blend.paste import BlendInfo, blend, generated_landmarks
 from swapcli.core.errors import NoFaceError
 from swapcli.core.options import EngineOptions
@@ -45,6 +45,53 @@ class FaceReport:
         return {**self.face.to_json(), "mask": self.blend.to_json(), **self.info}
 
 
+RETRY_DET_SIZES = (320, 160)  # tried, in this order, below the configured size when a photo shows no face
+
+
+@dataclass(frozen=True)
+class FoundBy:
+    """How a photo's faces were found when the configured detector size found none: a face that
+    fills the frame (a tight crop) is too big for SCRFD's largest anchors at 640 px and is found
+    once the picture is detected smaller. Reported so the user can pass --det-size next time."""
+
+    path: str
+    role: str  # source | reference | target
+    det_size: int  # the size that found it
+    configured: int  # the --det-size that did not
+    ms: float  # what the retries cost
+
+    def to_json(self) -> dict:
+        return {"input": self.path, "role": self.role, "det_size": self.det_size,
+                "configured_det_size": self.configured, "retry_ms": round(self.ms, 1)}
+
+
+@dataclass
+class Found:
+    faces: list[Face]
+    retry_size: int | None = None  # the smaller detector size that found them (None: the configured one)
+    retry_ms: float = 0.0  # time spent on retries (0 when the configured size found a face)
+
+
+def find_faces(analyser: InsightAnalyser, image: np.ndarray, det_size: int) -> Found:
+    """Faces of a photo, retried at smaller detector sizes only when none is found: a hit costs
+    nothing extra, a miss one or two small detector runs."""
+    import time
+
+    faces = analyser.detect(image)
+    if faces:
+        return Found(faces)
+    start = time.perf_counter()
+    for size in retry_sizes(det_size):
+        faces = analyser.detect(image, size)
+        if faces:
+            return Found(faces, size, (time.perf_counter() - start) * 1000)
+    return Found([], None, (time.perf_counter() - start) * 1000)
+
+
+def retry_sizes(det_size: int) -> list[int]:
+    return [s for s in RETRY_DET_SIZES if s < det_size]
+
+
 class Swapper:
     def __init__(self, options: EngineOptions | None = None, clock: Clock | None = None) -> None:
         self.options = options or EngineOptions()
@@ -56,8 +103,19 @@ class Swapper:
         self.restorer = create_restorer(self.options)
         self.clock = clock or Clock()
         self.compositor = create_compositor(self.options, self.engine, self.restorer)
+        o = self.options
+        self.masker = Masker(o.mask_plan(), o.device, o.threads, o.weights_dir)  # same device as the engine
         self._pose_warned = False
+        self.found_by: dict[str, FoundBy] = {}  # photos whose faces only a smaller detector size found
 
+
+    def set_masks(self, **changes) -> None:
+        """Change mask options between frames (swapcli live's m key): the masker is rebuilt."""
+        import dataclasses
+
+        self.options = dataclasses.replace(self.options, **changes)
+        o = self.options
+        self.masker = Masker(o.mask_plan(), o.device, o.threads, o.weights_dir)
     def detect(self, image: np.ndarray) -> list[Face]:
         with self.clock("detect"):
             return self.analyser.detect(image)
@@ -74,13 +132,28 @@ class Swapper:
         with self.clock("embed"):
             return self.analyser.embed(image, face)
 
+    def find_faces(self, image: np.ndarray, path: Path, what: str) -> list[Face]:
+        """Faces of a photo (source, reference, image target), with the smaller-detector retry;
+        raises NoFaceError when no size finds one. Not for video frames: a retry per frame
+        without faces would slow every faceless stretch."""
+        with self.clock("detect"):
+            found = find_faces(self.analyser, image, self.options.det_size)
+        if not found.faces:
+            tried = retry_sizes(self.options.det_size)
+            also = f" (also tried detector sizes {', '.join(map(str, tried))})" if tried else ""
+            raise NoFaceError(f"{path}: no face found in the {what} image{also}")
+        if found.retry_size is not None:
+            by = FoundBy(str(path), what, found.retry_size, self.options.det_size, found.retry_ms)
+            self.found_by[by.path] = by
+            log.info("%s: no face at detector size %d; found at %d (a face filling the frame; "
+                     "--det-size %d skips the retry)", path, by.configured, by.det_size, by.det_size)
+        return found.faces
+
     def main_face(self, path: Path, what: str) -> tuple[np.ndarray, Face]:
         """The largest face of a photo (sources and references), fully analysed."""
         with self.clock("read"):
             loaded = read_image(path)
-        faces = self.detect(loaded.bgr)
-        if not faces:
-            raise NoFaceError(f"{path}: no face found in the {what} image")
+        faces = self.find_faces(loaded.bgr, path, what)
         face = max(faces, key=lambda f: f.area)
         self.landmarks(loaded.bgr, face)
         return loaded.bgr, face
@@ -145,12 +218,13 @@ class Swapper:
             with self.clock("blend"):
                 for result, (frame, _, _) in zip(results, items):
                     paste_back(result, frame.shape)
-        # What covers each target face, judged on the untouched frames (before any face is pasted).
-        occluded: list[np.ndarray | None] = [None] * len(items)
-        if self.options.occlusion:
-            with self.clock("occlusion"):
-                occluded = [occlusion(frame, face, self._roi(result, frame.shape))
-                            for result, (frame, face, _) in zip(results, items)]
+        # Each face's masks (--mask), judged on the untouched frames (before any face is pasted);
+        # their models run once for the faces of every frame in the batch.
+        masks = self.masker.compute([(frame, face, self._roi(result, frame.shape))
+                                     for result, (frame, face, _) in zip(results, items)], self.clock)
+        if not self.masker.plan.default:  # --json says which masks (and models) were applied
+            for result in results:
+                result.info["masks"] = self.masker.names
         reports: list[list[FaceReport]] = []
         k = 0
         with self.clock("blend"):
@@ -158,12 +232,12 @@ class Swapper:
                 done = []
                 on_device = self.compositor.upload(frame) if self.compositor is not None and jobs else None
                 for job in jobs:
-                    result, points, occ = results[k], generated[k], occluded[k]
+                    result, points, fm = results[k], generated[k], masks[k]
                     k += 1
                     if on_device is not None:
-                        info = self._paste_on_device(on_device, job, result, points, occ)
+                        info = self._paste_on_device(on_device, job, result, points, fm)
                     else:
-                        info = blend(frame, job.face, result, points, job.params, occ)
+                        info = blend(frame, job.face, result, points, job.params, fm.covered, fm.visible, fm.ghost)
                     done.append(FaceReport(job.face, info, result.info))
                 if on_device is not None:
                     frame[...] = self.compositor.download(on_device)
@@ -186,8 +260,10 @@ class Swapper:
         return result.roi
 
     def _paste_on_device(self, frame_t, job: FaceJob, result: SwapResult, generated: np.ndarray,
-                         occluded: np.ndarray | None = None) -> BlendInfo:
+                         fm: FaceMask | None = None) -> BlendInfo:
+        fm = fm or FaceMask()
         shift = np.array(result.roi[:2], dtype=np.float32)
         offset, chosen = self.compositor.paste(frame_t, result.crop, result.matrix, job.face.landmarks,
-                                               generated + shift, job.face.kps, job.params, occluded)
+                                               generated + shift, job.face.kps, job.params, fm.covered,
+                                               fm.visible, fm.ghost)
         return BlendInfo(offset, chosen)

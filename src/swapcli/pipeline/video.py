@@ -24,6 +24,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from swapcli.analyse.finder import FaceFinder
 from swapcli.core.errors import UsageError
 from swapcli.core.options import OutputOptions, SelectOptions
 from swapcli.core.prefetch import Prefetch
@@ -35,6 +36,9 @@ from swapcli.write.atomic import check_output
 from swapcli.write.video import VideoWriter
 
 
+DETECT_EVERY_CPU = 8  # whole-frame detection at least this often on the CPU (new faces appear within it)
+
+
 @dataclass(frozen=True)
 class VideoOptions:
     crf: int = 18
@@ -44,6 +48,9 @@ class VideoOptions:
     start: float | None = None
     end: float | None = None
     batch: int = 8  # frames whose faces go through the models together (GPU throughput)
+    # Whole-frame face detection at least every N frames, windows around known faces between
+    # (analyse/finder.py); None: 8 on the CPU, every frame (batched) on a GPU; 1: every frame.
+    detect_every: int | None = None
     # Frames [a, b) only, as a video-only segment (no audio): one share of a --device list.
     frame_range: tuple[int, int] | None = None
 
@@ -57,6 +64,7 @@ class VideoResult:
     frames_swapped: int = 0
     faces_per_frame: list[int] = field(default_factory=list)
     tracks: list[dict] = field(default_factory=list)
+    detection: dict = field(default_factory=dict)  # how faces were found: whole frames, windows, cuts
     bridged: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -74,6 +82,7 @@ class VideoResult:
                               "mean": round(statistics.fmean(counts), 3)},
             "bridged_faces": self.bridged,
             "tracks": self.tracks,
+            "detection": self.detection,
             "seconds": round(self.seconds, 3),
             "fps": round(self.frames_written / self.seconds, 2) if self.seconds else None,
             "notes": self.notes,
@@ -115,14 +124,17 @@ def swap_video(
         references=list(references) if references else None,
         threshold=select.threshold,
         max_misses=max(4, round(0.4 * float(fps))),  # hold a vanished 'largest' face ~0.4 s
+        order=select.face_order,
     )
+    every = video.detect_every or (1 if swapper.analyser.on_gpu() else DETECT_EVERY_CPU)
+    finder = FaceFinder(swapper.analyser, swapper.options.det_size, every) if every > 1 else None
     first, stop = video.frame_range or (0, None)
     if video.batch < 1:
         raise UsageError(f"--batch must be at least 1, got {video.batch}")
     with reader, VideoWriter(output, info.width, info.height, fps, codec=video.codec, crf=video.crf,
                              preset=video.preset, audio_source=None if video.frame_range else info,
                              start=video.start, end=video.end, sar=info.sar, mark=out.mark,
-                             visible_label=out.visible_label) as writer:
+                             visible_label=out.visible_label, overwrite=out.overwrite) as writer:
         total = reader.expected_frames
         if total is not None and video.frame_range:
             total = max(0, min(total, stop if stop is not None else total) - first)
@@ -145,7 +157,12 @@ def swap_video(
                         return
                     continue
                 batch = []
-                for (i, frame), found in zip(frames, swapper.detect_many([f for _, f in frames])):
+                if finder is None:
+                    found_all = swapper.detect_many([f for _, f in frames])
+                else:
+                    with clock("detect"):
+                        found_all = [finder.find(f) for _, f in frames]
+                for (i, frame), found in zip(frames, found_all):
                     t = float(i / fps)  # frames come without pts; VFR is spaced at the average rate
                     faces, _ = size_filter(found, select.faces, select.min_size, select.min_share, frame.shape)
                     with clock("track"):
@@ -181,4 +198,5 @@ def swap_video(
                             "(truncated or damaged file?); the output stops there too")
     result.seconds = time.perf_counter() - started
     result.tracks = tracker.summary()
+    result.detection = {"every": every, **(finder.stats.to_json() if finder else {"full": result.frames_read})}
     return result

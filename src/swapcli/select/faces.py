@@ -1,4 +1,4 @@
-"""Which target faces get swapped: --faces largest|all|N and --reference."""
+"""Which target faces get swapped: --faces largest|all|N, --face-order and --reference."""
 
 from __future__ import annotations
 
@@ -11,13 +11,45 @@ from swapcli.core.errors import UsageError
 from swapcli.core.options import DEFAULT_MIN_SHARE
 
 
+# --face-order: how faces are numbered for --faces N (and listed by `swapcli faces`).
+FACE_ORDERS = ("left-right", "right-left", "top-bottom", "bottom-top", "small-large", "large-small",
+               "best-worst", "worst-best")
+DEFAULT_ORDER = "left-right"
+
+
+def parse_face_order(order: str) -> str:
+    value = order.strip().lower()
+    if value not in FACE_ORDERS:
+        raise UsageError(f"--face-order must be one of {', '.join(FACE_ORDERS)}, not '{order}'")
+    return value
+
+
+def order_key(order: str) -> Callable[[Face], tuple[float, float]]:
+    """Sort key of a face for `order` (ascending); ties fall back to left to right."""
+    order = parse_face_order(order)
+
+    def key(face: Face) -> tuple[float, float]:
+        x, y = face.center
+        main = {"left-right": x, "right-left": -x, "top-bottom": y, "bottom-top": -y,
+                "small-large": face.area, "large-small": -face.area,
+                "best-worst": -face.score, "worst-best": face.score}[order]
+        return (float(main), x)
+
+    return key
+
+
+def order_faces(faces: Sequence[Face], order: str = DEFAULT_ORDER) -> list[Face]:
+    """Faces in the order --faces N counts them (stable, so equal keys keep detector order)."""
+    return sorted(faces, key=order_key(order))
+
+
 def parse_faces(spec: str) -> str | int:
     spec = spec.strip().lower()
     if spec in ("largest", "all"):
         return spec
     if spec.isdigit():
         return int(spec)
-    raise UsageError(f"--faces must be 'largest', 'all' or a face index (0 = leftmost), not '{spec}'")
+    raise UsageError(f"--faces must be 'largest', 'all' or a face index (0 = first in --face-order), not '{spec}'")
 
 
 MIN_SHARE = DEFAULT_MIN_SHARE  # with --faces all|N, faces smaller than this share of the largest face are ignored
@@ -58,10 +90,11 @@ def select_faces(
     reference: np.ndarray | None = None,
     threshold: float = 0.3,
     embed: Callable[[Face], np.ndarray] | None = None,
+    order: str = DEFAULT_ORDER,
 ) -> list[Face]:
-    """Faces arrive left to right (already through size_filter); N indexes that order."""
+    """Faces already through size_filter; N indexes them in `order` (--face-order)."""
     mode = parse_faces(spec)
-    pool = list(faces)
+    pool = order_faces(faces, order)
     if reference is not None:
         if embed is None:
             raise ValueError("reference selection needs an embedder")

@@ -30,7 +30,7 @@ import numpy as np
 from swapcli.analyse.face import Face
 from swapcli.blend.ghost_mask import MaskParams, params_for
 from swapcli.core.geometry import apply, similarity
-from swapcli.select.faces import parse_faces
+from swapcli.select.faces import order_key, parse_face_order, parse_faces
 
 try:  # scipy comes with insightface; keep a fallback so tracking never hard-depends on it
     from scipy.optimize import linear_sum_assignment as _lsa
@@ -446,8 +446,8 @@ class Tracker:
         than ``switch_ratio`` larger for ``switch_frames`` consecutive frames,
         or when the holder has been missing for more than ``max_misses``.
       * all: every candidate track.
-      * N: the track that was N-th from the left in the first frame with more
-        than N candidate faces visible; held for the track's life (re-found
+      * N: the track that was N-th in ``order`` (--face-order, default left to right) in the
+        first frame with more than N candidate faces visible; held for the track's life (re-found
         after a turn-away by embedding), re-chosen the same way if it ends.
         Locking at first appearance keeps people crossing each other from
         swapping the index.
@@ -490,8 +490,10 @@ class Tracker:
         keep_lost_s: float = 3.0,
         min_hits: int = 1,
         smoothing: SmoothingParams | None = None,
+        order: str = "left-right",
     ) -> None:
         self.mode = parse_faces(str(select))
+        self.order = parse_face_order(order)
         self.references = [np.asarray(r, dtype=np.float32).ravel() for r in references] if references else []
         self.threshold = float(threshold)
         self.max_misses = int(max_misses)
@@ -874,7 +876,8 @@ class Tracker:
         holder = self._holding(cands)
         if holder is not None:
             return {holder.id}
-        visible = sorted((tr for tr in cands if tr.misses == 0), key=lambda tr: float(_centre(tr.bbox)[0]))
+        key = order_key(self.order)
+        visible = sorted((tr for tr in cands if tr.misses == 0), key=lambda tr: key(tr.face))
         if len(visible) > n:
             self._holder = visible[n].id
             return {self._holder}

@@ -8,6 +8,7 @@ footprint were never generated: `keep` hides them from the mask.
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 from typing import Sequence
 
@@ -19,6 +20,8 @@ from swapcli.core.geometry import apply, invert
 from swapcli.core.templates import align_matrix, warp_crop
 from swapcli.swap.base import SourceFace, SwapItem, SwapResult
 from swapcli.swap.identity import combine
+
+log = logging.getLogger("swapcli")
 
 FOOTPRINT_EDGE = 0.03  # feather the crop footprint over this share of the crop side
 
@@ -96,11 +99,25 @@ class CropEngine:
     template = "arcface_128"
     size = 128
     max_batch = 32  # crops per generator call: bounds GPU memory whatever the batch of frames
+    boost = 1  # pixel-boost factor k: the face is aligned at k·size (swap/pixel_boost.py)
 
     def __init__(self, embedder, mix: float | None = None) -> None:
         self.embedder = embedder  # has .embed(image, kps) -> raw vector; None for image-driven engines
         self.mix = mix
         self._latents: dict[tuple[int, ...], np.ndarray] = {}
+
+    def set_pixel_boost(self, boost: int | None) -> None:
+        """--pixel-boost PX: align at PX = k·size and generate k² interleaved sub-images
+        (a usage error when PX is not a multiple of this generator's input side)."""
+        from swapcli.swap.pixel_boost import factor
+
+        self.boost = factor(boost, self.size, self.name)
+        if self.boost > 1 and not getattr(self, "batched", True):
+            log.debug("pixel boost %d: %s runs a batch of 1, so each face takes %d generator calls",
+                      boost, self.name, self.boost ** 2)
+        elif self.boost > 1:
+            log.debug("pixel boost %d: %s generates the %d sub-images of a face in one call",
+                      boost, self.name, self.boost ** 2)
 
     # -- identity -------------------------------------------------------
     def raw_identity(self, sources: Sequence[SourceFace]) -> np.ndarray:
@@ -125,6 +142,16 @@ class CropEngine:
         """(B, S, S, 3) BGR uint8 crops -> (B, S, S, 3) float32 BGR generated faces."""
         raise NotImplementedError
 
+    def generate_boosted(self, crops: np.ndarray, latents: np.ndarray) -> np.ndarray:
+        """(B, kS, kS, 3) crops -> (B, kS, kS, 3): each face's k² sub-images in one `generate`
+        call, every one with its face's latent."""
+        k = self.boost
+        if k == 1:
+            return self.generate(crops, latents)
+        from swapcli.swap.pixel_boost import merge, split
+
+        return merge(self.generate(split(crops, k), np.repeat(latents, k * k, axis=0)), k)
+
     # -- the engine protocol ---------------------------------------------
     def swap(self, frame: np.ndarray, target: Face, sources: Sequence[SourceFace]) -> SwapResult:
         return self.swap_batch([(frame, target, sources)])[0]
@@ -135,16 +162,20 @@ class CropEngine:
     def swap_batch(self, items: Sequence[SwapItem]) -> list[SwapResult]:
         """Faces of many frames in as few generator calls as the graph allows, each cropped from
         its own untouched frame. Results hold the generated crop; paste-back is the caller's
-        (on the host with `paste_back`, or on the model's device)."""
+        (on the host with `paste_back`, or on the model's device). With pixel boost a call
+        holds whole faces only (all k² sub-images of each), up to `max_batch` sub-images."""
         if not items:
             return []
-        matrices = [align_matrix(face.kps, self.template, self.size) for _, face, _ in items]
-        crops = np.stack([warp_crop(frame, m, self.size) for (frame, _, _), m in zip(items, matrices)])
+        side = self.size * self.boost
+        matrices = [align_matrix(face.kps, self.template, side) for _, face, _ in items]
+        crops = np.stack([warp_crop(frame, m, side) for (frame, _, _), m in zip(items, matrices)])
         latents = np.stack([self.latent(sources) for _, _, sources in items])
-        generated = np.concatenate([self.generate(crops[i:i + self.max_batch], latents[i:i + self.max_batch])
-                                    for i in range(0, len(items), self.max_batch)])
-        return [SwapResult(roi=roi_of(matrix, self.size, frame.shape)[0], image=None, crop=face, matrix=matrix,
-                           info={"engine": self.name, "crop": self.size})
+        step = max(1, self.max_batch // self.boost ** 2)  # faces per call
+        generated = np.concatenate([self.generate_boosted(crops[i:i + step], latents[i:i + step])
+                                    for i in range(0, len(items), step)])
+        info = {"engine": self.name, "crop": self.size, **({"pixel_boost": side} if self.boost > 1 else {})}
+        return [SwapResult(roi=roi_of(matrix, side, frame.shape)[0], image=None, crop=face, matrix=matrix,
+                           info=dict(info))
                 for (frame, _, _), face, matrix in zip(items, generated, matrices)]
 
 

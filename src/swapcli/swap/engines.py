@@ -142,8 +142,20 @@ def create_engine(options: EngineOptions) -> SwapEngine:
             raise UsageError("--mix blends identity embeddings; it needs a neural --engine, not morph")
         from swapcli.swap.morph import MorphEngine
 
+        if options.pixel_boost is not None:  # morph renders at frame resolution: there is nothing to boost
+            log.warning("--pixel-boost does not apply to the morph engine (it works at frame resolution); ignored")
         return MorphEngine(colour=options.colour)
     files = resolve_files(name, options, model_name)
+    if files.spec.input_size and not options.model:  # a bad --pixel-boost fails before the model loads
+        from swapcli.swap.pixel_boost import factor
+
+        factor(options.pixel_boost, files.spec.input_size, name)
+    engine = _neural_engine(name, options, files)
+    engine.set_pixel_boost(options.pixel_boost)  # checked again on the graph's own input side
+    return engine
+
+
+def _neural_engine(name: str, options: EngineOptions, files: EngineFiles):
     if name == "ghost":
         from swapcli.analyse.embedders import TorchArcFace
         from swapcli.swap.ghost import GhostEngine

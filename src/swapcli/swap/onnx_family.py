@@ -102,7 +102,8 @@ class OnnxGenerator(CropEngine):
     and a graph exported with a static batch of 1 (inswapper's) is rewritten to take a
     batch (core/onnx_batch), checked once at load against one-by-one runs, and run in
     batches of up to `max_batch` crops; a graph that fails the check keeps its original
-    form and runs face by face (`batched` says which)."""
+    form and runs face by face (`batched` says which). Pixel boost (crop.py) hands a face's
+    k² sub-images over as one batch, so it gets one call per face, or k² without a batch."""
 
     # batch vs one by one, relative to the output's range, by the session's first provider: on
     # the CPU the same kernels run either way; cuDNN may pick other algorithms (TF32) for another

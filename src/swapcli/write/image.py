@@ -12,6 +12,7 @@ partial file and never changes the no-overwrite rules."""
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ import numpy as np
 from swapcli.core.errors import OutputError
 from swapcli.read.image import LoadedImage
 from swapcli.write.atomic import write_bytes
+
+log = logging.getLogger("swapcli")
 
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}
 
@@ -31,6 +34,40 @@ def format_for(path: Path) -> str:
     if fmt is None:
         raise OutputError(f"{path}: unsupported output format '{path.suffix}' (use .jpg, .png or .webp)")
     return fmt
+
+
+_JPEG_MARKER_MAX = 65533  # bytes in one APP1 segment, "Exif\0\0" header included
+_BULKY_TAGS = {0x927C: "MakerNote", 0x9286: "UserComment", 0x9C9C: "XPComment", 0xC4A5: "PrintIM"}
+_KEEP_TAGS = (0x0112, 0x0131, 0x010F, 0x0110, 0x0132, 0x8298)  # orientation, software, make, model, date, copyright
+
+
+def fit_jpeg_exif(exif: bytes) -> bytes:
+    """EXIF that fits in a JPEG. Metadata never fails a swap: what cannot be written is
+    dropped (bulky comments and maker notes first, then all but the basic tags), and said."""
+    if len(exif) <= _JPEG_MARKER_MAX:
+        return exif
+    from PIL import Image
+
+    tags = Image.Exif()
+    try:
+        tags.load(exif)
+    except Exception:  # noqa: BLE001 - unparseable and too big: nothing of it can be kept
+        log.warning("EXIF metadata (%d bytes) is too large for JPEG and unreadable: not copied", len(exif))
+        return b""
+    sub = tags.get_ifd(0x8769)
+    dropped = [name for tag, name in _BULKY_TAGS.items() if sub.pop(tag, None) is not None or tags.pop(tag, None) is not None]
+    data = tags.tobytes()
+    if len(data) > _JPEG_MARKER_MAX:
+        basic = Image.Exif()
+        for tag in _KEEP_TAGS:
+            if tag in tags:
+                basic[tag] = tags[tag]
+        data, dropped = basic.tobytes(), dropped + ["all but the basic tags"]
+    if len(data) > _JPEG_MARKER_MAX:
+        data, dropped = b"", ["all of it"]
+    log.warning("EXIF metadata (%d bytes) is too large for JPEG (max %d): dropped %s", len(exif),
+                _JPEG_MARKER_MAX, ", ".join(dropped) or "nothing")
+    return data
 
 
 def encode(bgr: np.ndarray, like: LoadedImage, fmt: str, quality: int = 95, *, mark: bool = True,
@@ -76,6 +113,8 @@ def encode(bgr: np.ndarray, like: LoadedImage, fmt: str, quality: int = 95, *, m
             info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"), zip=False)
             info.add_text("Software", metadata.software())
             params["pnginfo"] = info
+    if exif and fmt == "JPEG":
+        exif = fit_jpeg_exif(exif)
     if exif:
         params["exif"] = exif
     if like.icc:
@@ -95,7 +134,8 @@ def encode(bgr: np.ndarray, like: LoadedImage, fmt: str, quality: int = 95, *, m
 
 
 def write_image(path: Path, bgr: np.ndarray, like: LoadedImage, quality: int = 95, *, mark: bool = True,
-                visible_label: str | None = None) -> None:
-    """Encode and write atomically; ``mark``: AI-generated metadata + invisible watermark."""
+                visible_label: str | None = None, overwrite: bool = True) -> None:
+    """Encode and write atomically; ``mark``: AI-generated metadata + invisible watermark;
+    without ``overwrite`` a file that appeared meanwhile is never replaced."""
     write_bytes(Path(path), encode(bgr, like, format_for(Path(path)), quality, mark=mark,
-                                   visible_label=visible_label))
+                                   visible_label=visible_label), overwrite)

@@ -2,9 +2,10 @@
 
 Design choices (and why):
 
-* Atomic output. ffmpeg writes ``.NAME.swapcli-XXXXXXXX.tmpEXT`` in the output's
-  folder (same filesystem, so ``os.replace`` is atomic; same extension, so the
-  right muxer is chosen). Only a clean ffmpeg exit renames it to the output;
+* Atomic output. ffmpeg writes ``.NAME.swapcli-PID-XXXXXXXX.tmpEXT`` in the output's
+  folder (write/atomic.py: same filesystem, so the move is atomic; same extension, so
+  the right muxer is chosen). Only a clean ffmpeg exit whose file parses and holds
+  every frame is moved to the output (never over a file another run made meanwhile);
   ``abort()``, an exception or KeyboardInterrupt in the ``with`` block kills and
   reaps ffmpeg and deletes the temp file, so a partial output never exists.
 * One ffmpeg run. Raw bgr24 frames come in on stdin (input 0); the original
@@ -55,7 +56,6 @@ import functools
 import logging
 import os
 import queue
-import secrets
 import subprocess
 import threading
 from collections import deque
@@ -69,6 +69,7 @@ import numpy as np
 from swapcli.core import ffmpeg as ff
 from swapcli.core.errors import OutputError, SwapcliError, UsageError
 from swapcli.read.video import VideoInfo, probe
+from swapcli.write.atomic import publish, reserve_temp
 
 log = logging.getLogger(__name__)
 
@@ -142,19 +143,16 @@ def resolve_codec(codec: str) -> str:
     return "libx264"
 
 
-def temp_path_for(output: Path) -> Path:
-    """Reserve a hidden temp file next to ``output``, keeping its extension (and the umask's mode)."""
-    for _ in range(100):
-        candidate = output.with_name(f".{output.stem}.swapcli-{secrets.token_hex(4)}.tmp{output.suffix}")
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise OutputError(f"cannot write to {output.parent}: {exc.strerror}") from exc
-        os.close(fd)
-        return candidate
-    raise OutputError(f"cannot create a temporary file in {output.parent}")  # pragma: no cover
+def check_complete(path: Path, frames: int, output: Path) -> None:
+    """The encoder's exit status is not proof: some ffmpeg builds exit 0 after a full disk cut
+    the file (no index, "moov atom not found"). The file must parse and hold every frame."""
+    try:
+        timing = ff.packet_timing(path)
+    except SwapcliError as exc:
+        raise OutputError(f"cannot write {output}: the encoded file is unreadable ({exc}); disk full?") from None
+    if timing.count < frames:
+        raise OutputError(f"cannot write {output}: the encoded file holds {timing.count} of {frames} frames "
+                          "(disk full?)")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -187,7 +185,7 @@ class VideoWriter:
                  preset: str = "veryfast", audio_source: str | os.PathLike[str] | VideoInfo | None = None,
                  start: float | None = None, end: float | None = None, sar: Fraction | None = None,
                  queue_size: int = 8, mark: bool = True, visible_label: str | None = None,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, overwrite: bool = True) -> None:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         self.fps = Fraction(fps).limit_denominator(1_000_000)
@@ -198,6 +196,7 @@ class VideoWriter:
         self.notes: list[str] = []
         self.frames_written = 0
         self.mark = mark
+        self.overwrite = overwrite
         if self.width <= 0 or self.height <= 0:
             raise UsageError(f"bad frame size {width}x{height}")
         if self.fps <= 0:
@@ -234,7 +233,7 @@ class VideoWriter:
             self._marker = FrameMarker(self.height, self.width, watermark=mark, visible_label=visible_label,
                                        video=True)
 
-        self.tmp_path = temp_path_for(self.path)
+        self.tmp_path = reserve_temp(self.path)
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queue_size))
         self._stop = threading.Event()
         self._thread_error: BaseException | None = None
@@ -282,9 +281,16 @@ class VideoWriter:
                     "(4:2:0 video needs even dimensions)")
             self.notes.append(note)
             log.info(note)
+        # bgr24 is full range; yuv420p is limited ("tv") BT.709, said explicitly on both sides.
+        # accurate_rnd+full_chroma_int: swscale's fast 8-bit path truncates (and its chroma
+        # differs by ffmpeg version): frames came back 1.7-2.7 levels dark, with them <= 1.
+        # setparams tags the frames too: ffmpeg >= 7 takes the tags from the frames, not from
+        # -color_primaries/-color_trc, and left primaries and transfer "unknown".
         video = (video.filter("setsar", str(self.sar))
-                 .filter("scale", out_color_matrix="bt709", out_range="tv")
-                 .filter("format", "yuv420p"))
+                 .filter("scale", in_range="pc", out_range="tv", out_color_matrix="bt709",
+                         flags="bicubic+accurate_rnd+full_chroma_int")
+                 .filter("format", "yuv420p")
+                 .filter("setparams", range="tv", colorspace="bt709", color_primaries="bt709", color_trc="bt709"))
         opts: dict[str, object] = {
             "c:v": self.codec, "colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709",
             "color_range": "tv", ff.fps_mode_option(): "passthrough", "max_muxing_queue_size": 4096,
@@ -468,10 +474,8 @@ class VideoWriter:
             rc = self._proc.wait()
             if rc != 0:
                 raise self._failure()
-            try:
-                os.replace(self.tmp_path, self.path)
-            except OSError as exc:
-                raise OutputError(f"cannot write {self.path}: {exc.strerror}") from exc
+            check_complete(self.tmp_path, self.frames_written, self.path)
+            publish(self.tmp_path, self.path, self.overwrite)
             self._finished = True
         except BaseException:
             self.abort()
