@@ -60,6 +60,8 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
 def assert_clean_failure(proc: subprocess.CompletedProcess, code: int) -> None:
     assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr
+    if code != 1:  # a documented failure, never the internal-error path (that is always a bug)
+        assert "internal error" not in proc.stderr, proc.stderr
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("swapcli: error:")]
     assert len(lines) == 1, proc.stderr
 

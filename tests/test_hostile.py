@@ -151,6 +151,7 @@ def hostile(*args, code: int, out_dir: Path, corpus: Path, expect=(), cwd: Path 
         proc = subprocess.run([sys.executable, "-m", "swapcli", *map(str, args), "-q"], capture_output=True,
                               text=True, cwd=cwd, preexec_fn=preexec, timeout=180)
     assert "Traceback" not in proc.stderr, proc.stderr
+    assert "internal error" not in proc.stderr, proc.stderr  # an internal error is always a bug
     if code == 0:
         assert proc.returncode == 0, proc.stderr
     else:

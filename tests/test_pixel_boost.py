@@ -123,7 +123,10 @@ def test_shift_standin_moves_k_crop_pixels(models, swapper, boost):
 
 
 @pytest.mark.parametrize("boost", [256, 384, 512])
-def test_identity_standin_round_trips_a_large_face(models, swapper, analyser, big_face, boost):
+def test_identity_standin_round_trips_a_large_face(models, analyser, big_face, boost):
+    from swapcli.pipeline.swapper import Swapper
+
+    swapper = Swapper()  # its own: the engine is swapped for stand-ins below (the shared one must stay morph)
     frame = big_face.copy()
     face, mask = _face_mask(analyser, big_face)
     base = _inswapper(models["identity"])
@@ -180,8 +183,12 @@ def test_a_graph_that_cannot_batch_takes_k2_calls_and_says_so(models, swapper, m
     assert calls.batches == [1] * 16
 
 
-def test_ghost_at_256_boosts_by_two(swapper, analyser):
+def test_ghost_at_256_boosts_by_two(analyser):
     torch = pytest.importorskip("torch")
+
+    from swapcli.pipeline.swapper import Swapper
+
+    swapper = Swapper()  # its own: the engine is replaced below (the shared one must stay morph)
 
     from swapcli.analyse.embedders import TorchArcFace
     from swapcli.swap.ghost import GhostEngine

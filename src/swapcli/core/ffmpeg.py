@@ -172,9 +172,11 @@ class Process:
     pipe buffer holds, and a child blocked on stderr would deadlock our pipes.
     """
 
-    def __init__(self, args: Sequence[str], *, stdin: int | None = None, stdout: int | None = None) -> None:
+    def __init__(self, args: Sequence[str], *, stdin: int | None = None, stdout: int | None = None,
+                 on_line: Callable[[str], None] | None = None) -> None:
         self.args = list(args)
         self._tail: deque[str] = deque(maxlen=100)
+        self._on_line = on_line  # also sees every stderr line (swapcli live parses the header)
         try:
             self.popen = subprocess.Popen(
                 self.args, stdin=subprocess.DEVNULL if stdin is None else stdin,
@@ -191,6 +193,8 @@ class Process:
             line = raw.decode("utf-8", "replace").rstrip()
             if line:
                 self._tail.append(line)
+                if self._on_line is not None:
+                    self._on_line(line)
 
     @property
     def pid(self) -> int:
@@ -227,6 +231,11 @@ class Process:
                 except (OSError, ValueError):
                     pass
         self._stderr_thread.join(5)
+        if self.popen.stderr is not None and not self._stderr_thread.is_alive():  # free the fd now, not at GC
+            try:
+                self.popen.stderr.close()
+            except (OSError, ValueError):
+                pass
 
     def error_line(self) -> str:
         return last_error_line("\n".join(self._tail))

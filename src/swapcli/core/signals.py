@@ -33,3 +33,16 @@ def sigterm_interrupts() -> None:
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (tests calling the app in-process)
         pass
+
+
+def pid_alive(pid: int) -> bool:
+    """Is there a process with this pid (signal 0: nothing is sent)? One we may not signal is alive."""
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from swapcli.core.errors import EXIT_CLUSTER, SwapcliError, UsageError
-from swapcli.core.signals import sigint_ignored
+from swapcli.core.signals import pid_alive, sigint_ignored
 from swapcli.pipeline.executor import (
     Item,
     Slot,
@@ -166,22 +166,12 @@ def _quiet_stderr():
 # --------------------------------------------------------------------------- the actor
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
-
-
 def _worker_root(node: str) -> Path:
     root = Path(os.environ.get("SWAPCLI_WORKER_TMP") or tempfile.gettempdir()) / f"swapcli-ray-{node[:12]}"
     root.mkdir(parents=True, exist_ok=True)
     for entry in root.iterdir():  # folders of actors that died (killed node, OOM): nobody else cleans them
         pid = entry.name.split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
     return root
 

@@ -139,30 +139,6 @@ _OUT_STREAM = re.compile(r"Stream #0:0.*Video: rawvideo.*?, (\d+)x(\d+)\b")
 _RATE = re.compile(r", ([\d.]+k?) (?:fps|tbr)\b")
 
 
-class _Watched(ff.Process):
-    """An ffmpeg Process that also hands each stderr line to ``on_line`` (header parsing)."""
-
-    def __init__(self, args: list[str], on_line, **kwargs) -> None:
-        self._on_line = on_line
-        super().__init__(args, **kwargs)
-
-    def _drain(self) -> None:
-        assert self.popen.stderr is not None
-        for raw in self.popen.stderr:
-            line = raw.decode("utf-8", "replace").rstrip()
-            if line:
-                self._tail.append(line)
-                self._on_line(line)
-
-    def kill(self) -> None:
-        super().kill()
-        if self.popen.stderr is not None:  # the drain thread is done: free the fd now, not at GC
-            try:
-                self.popen.stderr.close()
-            except OSError:
-                pass
-
-
 @dataclass
 class Frame:
     """One input frame and when the reader got it (time.perf_counter())."""
@@ -194,7 +170,7 @@ class LatestFrameReader:
         self._cond = threading.Condition()
         self._slot: Frame | None = None
         self._stop = threading.Event()
-        self._proc: _Watched | None = None
+        self._proc: ff.Process | None = None
         self._thread: threading.Thread | None = None
         self._after_header = False
 
@@ -203,7 +179,7 @@ class LatestFrameReader:
     def open(self) -> LatestFrameReader:
         if self._proc is None:
             self.started = time.perf_counter()
-            self._proc = _Watched(self.command, self._on_line, stdout=subprocess.PIPE)
+            self._proc = ff.Process(self.command, stdout=subprocess.PIPE, on_line=self._on_line)
             self._thread = threading.Thread(target=self._pump, name="swapcli-live-read", daemon=True)
             self._thread.start()
         return self

@@ -176,18 +176,10 @@ def _writer_alive(pid: int, since: float) -> bool:
 
         started = psutil.Process(pid).create_time()
     except Exception:  # noqa: BLE001 - gone (NoSuchProcess), or not ours to see
-        return _pid_exists(pid)
+        from swapcli.core.signals import pid_alive
+
+        return pid_alive(pid)
     return started <= since + 1.0  # a younger process with that pid is not the writer
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _sweep_once(folder: Path) -> None:
