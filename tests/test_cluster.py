@@ -151,7 +151,7 @@ def test_video_split_on_the_cluster(cluster, inputs, tmp_path):
     summary = json.loads(proc.stdout)
     assert [d["frames"] for d in summary["devices"]] == [[0, 6], [6, 12]]
     assert summary["frames_written"] == summary["frames_swapped"] == 12
-    assert any("restart at each segment boundary" in n for n in summary["notes"])
+    assert any("matched across segment borders by identity" in n for n in summary["notes"])
     a, b = probe(one), probe(two)
     assert a.frame_count == b.frame_count == 12 and a.fps == b.fps and b.audio_streams == ["aac"]
     fa, fb = frames(one), frames(two)

@@ -31,10 +31,12 @@ Video (:func:`swap_video_split`)
     on (every frame is already watermarked by its worker), and renames the
     result into place atomically. The temp folder is always removed.
 
-    Seams: face tracks restart at every segment boundary (each worker has its
-    own tracker: a 'largest' face is re-chosen, a missed detection right after
-    a seam cannot be bridged from the frames before it, and mask smoothing
-    starts afresh). Every segment starts with a keyframe. Frame count, frame
+    Seams: each worker has its own tracker, so a 'largest' or N face is chosen
+    afresh, a missed detection right after a seam cannot be bridged from the
+    frames before it, and mask smoothing starts afresh. The person is carried
+    across: each segment reports the identity it swapped first and last, and a
+    segment that starts with another person than its predecessor ended with is
+    redone following that person (`_carry_identity`). Every segment starts with a keyframe. Frame count, frame
     rate and audio equal the single-device output's.
 
     Ctrl-C, SIGTERM or a failing worker: every worker is stopped by the executor
@@ -151,6 +153,7 @@ class SegmentSetup:
     engine: EngineOptions
     groups: tuple[tuple[str, ...], ...]
     references: tuple[str, ...] | None
+    reference_vectors: tuple[tuple[float, ...], ...] | None = None  # identities to follow (a segment redone)
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,10 @@ def make_segment_worker(setup: SegmentSetup, paths: Callable[[str], str] = _exec
     swapper = Swapper(setup.engine)
     groups = [swapper.load_sources([Path(paths(p)) for p in group]) for group in setup.groups]
     refs = [swapper.reference_embedding(Path(paths(p))) for p in setup.references] if setup.references else None
+    if setup.reference_vectors:
+        import numpy as np
+
+        refs = [np.asarray(v, dtype=np.float32) for v in setup.reference_vectors]
     return SegmentApp(swapper, groups, refs)
 
 
@@ -208,7 +215,7 @@ class SegmentApp:
                 "frames_swapped": result.frames_swapped, "faces_per_frame": list(result.faces_per_frame),
                 "tracks": list(result.tracks), "bridged": result.bridged, "seconds": result.seconds,
                 "notes": list(result.notes), "engine": self.swapper.engine.name,
-                "timings_ms": self.swapper.clock.timings.to_json()}
+                "timings_ms": self.swapper.clock.timings.to_json(), "identities": list(result.identities)}
 
 
 # --------------------------------------------------------------------------- the parent
@@ -278,7 +285,8 @@ def swap_video_split(
                 for i, (a, b) in enumerate(ranges)]
         photos = [*(p for g in setup.groups for p in g), *(setup.references or ())]
         payloads = _run_segments(executor, specs, setup, jobs, photos, n, progress)
-        notes = _merge(result, payloads, used, ranges)
+        redone = _carry_identity(executor, specs, setup, jobs, photos, n, payloads, select, references)
+        notes = _merge(result, payloads, used, ranges, redone)
         joined = tmp / f"joined{output.suffix.lower()}"
         notes += _concat(segments, joined, info, video, out, output.name)
         if n and result.frames_read < n - 1:  # decoding stopped early: a cut or damaged file
@@ -293,7 +301,37 @@ def swap_video_split(
     return result
 
 
-def _merge(result, payloads: list[dict], devices: Sequence[str], ranges: Sequence[tuple[int, int]]) -> list[str]:
+def _carry_identity(executor: Any, specs: Sequence[Any], setup: SegmentSetup, jobs: Sequence[SegmentJob],
+                    photos: Sequence[str], total: int, payloads: list[dict], select: SelectOptions,
+                    references: Sequence[Path | str] | None) -> list[int]:
+    """The same person in every segment. Each segment chose its face afresh; where one face is
+    swapped ('largest' or N) and the person a segment starts with is not the one the previous
+    segment ended with (identity cosine under --threshold), the segment is redone following that
+    person (their embedding as the reference), in order, so a redo carries on to the next border.
+    Returns the redone segments."""
+    import numpy as np
+
+    if references or select.faces == "all":
+        return []  # identity already decides (--reference, --map), or every face is swapped
+    redone = []
+    for i in range(1, len(jobs)):
+        before, first = payloads[i - 1]["identities"][1], payloads[i]["identities"][0]
+        if before is None or first is None:
+            continue
+        a, b = np.asarray(before), np.asarray(first)
+        if float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)) >= select.threshold:
+            continue
+        log.info("segment %d started with another person than segment %d ended with: redone following them", i, i - 1)
+        job = replace(jobs[i], select=replace(select, faces="largest"))
+        follow = replace(setup, reference_vectors=(tuple(before),))
+        Path(job.segment).unlink(missing_ok=True)  # the first try's segment is replaced
+        payloads[i] = _run_segments(executor, specs[:1], follow, [replace(job, index=0)], photos, total, None)[0]
+        redone.append(i)
+    return redone
+
+
+def _merge(result, payloads: list[dict], devices: Sequence[str], ranges: Sequence[tuple[int, int]],
+           redone: Sequence[int] = ()) -> list[str]:
     """Sum the segments' counts into ``result``; return the notes (deduplicated, per device)."""
     notes: list[str] = []
     timings: dict[str, float] = {}
@@ -320,7 +358,9 @@ def _merge(result, payloads: list[dict], devices: Sequence[str], ranges: Sequenc
     if len(payloads) > 1:
         parts = ", ".join(f"{s['device']} frames {s['frames'][0]}-{s['frames'][1] - 1} "
                           f"({s['frames_swapped']} swapped, {s['seconds']:.1f} s)" for s in split.segments)
-        notes.append(f"split across {len(payloads)} devices: {parts}; face tracks restart at each segment boundary")
+        carried = f"; redone to follow the same person: segment {', '.join(map(str, redone))}" if redone else ""
+        notes.append(f"split across {len(payloads)} devices: {parts}; the person swapped is matched across "
+                     f"segment borders by identity{carried}")
     return notes
 
 

@@ -65,6 +65,7 @@ class VideoResult:
     faces_per_frame: list[int] = field(default_factory=list)
     tracks: list[dict] = field(default_factory=list)
     detection: dict = field(default_factory=dict)  # how faces were found: whole frames, windows, cuts
+    identities: list = field(default_factory=lambda: [None, None])  # embeddings swapped first and last (one face)
     bridged: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
@@ -139,6 +140,8 @@ def swap_video(
         if total is not None and video.frame_range:
             total = max(0, min(total, stop if stop is not None else total) - first)
 
+        swapped_tracks: list = [None, None]  # the track swapped at the first and the last frame with one face
+
         def analysed() -> Iterator[list[tuple[np.ndarray, list[FaceJob], int]]]:
             """Batches of (frame, faces to swap, bridged count): decode, detect, track."""
             index = -1
@@ -171,6 +174,9 @@ def swap_video(
                             embed=lambda f, img=frame: swapper.embed(img, f),
                             landmarks=lambda f, img=frame: swapper.landmarks(img, f),
                         )
+                    if len(tracked) == 1:  # who is swapped at the ends (a --device split matches them)
+                        swapped_tracks[0] = swapped_tracks[0] or tracked[0].track
+                        swapped_tracks[1] = tracked[0].track
                     jobs = [FaceJob(item.face, sources[item.track.assigned or 0] if many else sources[0],
                                     item.track.mask_params_at(t)) for item in tracked]
                     batch.append((frame, jobs, sum(int(item.bridged) for item in tracked)))
@@ -198,5 +204,7 @@ def swap_video(
                             "(truncated or damaged file?); the output stops there too")
     result.seconds = time.perf_counter() - started
     result.tracks = tracker.summary()
+    result.identities = [None if tr is None or tr.embedding is None else [float(v) for v in tr.embedding]
+                         for tr in swapped_tracks]
     result.detection = {"every": every, **(finder.stats.to_json() if finder else {"full": result.frames_read})}
     return result
