@@ -79,3 +79,19 @@ def blank_image(path: Path, size=(320, 240)) -> Path:
     cv2.putText(img, "no face", (40, 120), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (30, 30, 30), 2)
     cv2.imwrite(str(path), img)
     return path
+
+
+def wait_for(condition, what: str, timeout: float = 180.0, proc: subprocess.Popen | None = None):
+    """Poll until `condition()` is truthy and return it. The deadline is a safety net only a hung
+    run reaches: tests wait on states, never on timing luck."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"swapcli ended (exit {proc.returncode}) before {what}: {proc.communicate()}")
+        time.sleep(0.05)
+    raise AssertionError(f"no {what} within {timeout:.0f} s")

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 
 from clips import make_clip
-from conftest import PHOTOS, assert_clean_failure, blank_image, run_cli
+from conftest import PHOTOS, assert_clean_failure, blank_image, run_cli, wait_for
 from swapcli.read.video import FrameReader, probe
 
 ray = pytest.importorskip("ray")
@@ -42,18 +41,6 @@ def files_under(folder: Path) -> set[str]:
 def frames(path: Path) -> list[np.ndarray]:
     with FrameReader(path) as reader:
         return list(reader)
-
-
-def wait_for(condition, what: str, timeout: float = 180.0, proc: subprocess.Popen | None = None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"swapcli ended before {what}: {proc.communicate()}")
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

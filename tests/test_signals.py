@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +21,12 @@ import pytest
 from PIL import Image
 
 from clips import make_clip
-from conftest import PHOTOS, assert_clean_failure, run_cli
+from conftest import PHOTOS, assert_clean_failure, run_cli, wait_for
 from swapcli.core.errors import OutputError
 from swapcli.write.atomic import publish, reserve_temp, sweep_stale
 
 SOURCE = PHOTOS["gdp"]
-DEADLINE = 120.0  # seconds; only a hung run gets near it
-
-
-def wait_for(predicate, what: str, proc: subprocess.Popen | None = None):
-    end = time.monotonic() + DEADLINE
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the run ended (exit {proc.returncode}) before {what}: {proc.stderr.read()}")
-        time.sleep(0.05)
-    pytest.fail(f"no {what} within {DEADLINE:.0f} s")
+DEADLINE = 120.0  # seconds; only a hung run gets near it (conftest.wait_for)
 
 
 def temp_files(folder: Path) -> list[Path]:
@@ -80,8 +67,8 @@ def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
 def test_sigterm_during_video_is_like_ctrl_c(long_clip, tmp_path):
     out = tmp_path / "o.mp4"
     proc = start_video(long_clip, out)
-    wait_for(encoding(tmp_path), "encoded data in the temp file", proc)
-    encoders = wait_for(lambda: ffmpeg_children(proc.pid), "a running ffmpeg", proc)
+    wait_for(encoding(tmp_path), "encoded data in the temp file", DEADLINE, proc)
+    encoders = wait_for(lambda: ffmpeg_children(proc.pid), "a running ffmpeg", DEADLINE, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 130, err
@@ -93,11 +80,11 @@ def test_sigterm_during_video_is_like_ctrl_c(long_clip, tmp_path):
 def test_sigkill_leaves_no_ffmpeg_and_the_next_run_sweeps_its_temp_file(long_clip, tmp_path):
     out = tmp_path / "o.mp4"
     proc = start_video(long_clip, out)
-    wait_for(encoding(tmp_path), "encoded data in the temp file", proc)
-    children = wait_for(lambda: ffmpeg_children(proc.pid), "a running ffmpeg", proc)
+    wait_for(encoding(tmp_path), "encoded data in the temp file", DEADLINE, proc)
+    children = wait_for(lambda: ffmpeg_children(proc.pid), "a running ffmpeg", DEADLINE, proc)
     proc.kill()
     proc.wait(DEADLINE)
-    wait_for(lambda: not alive(children), "the end of every ffmpeg of the killed run")  # died with their parent
+    wait_for(lambda: not alive(children), "the end of every ffmpeg of the killed run", DEADLINE)  # died with their parent
     stale = temp_files(tmp_path)
     assert stale and not out.exists()  # SIGKILL cannot be caught: the temp file stays ...
     again = run_cli("image", SOURCE, PHOTOS["t1"], "-o", tmp_path / "later.jpg", "-q")
@@ -127,7 +114,7 @@ def test_sweep_keeps_temp_files_of_running_writers(tmp_path):
 def test_a_file_that_appears_meanwhile_is_never_replaced(long_clip, tmp_path):
     out = tmp_path / "o.mp4"
     proc = start_video(long_clip, out)
-    wait_for(encoding(tmp_path), "encoded data in the temp file", proc)
+    wait_for(encoding(tmp_path), "encoded data in the temp file", DEADLINE, proc)
     out.write_bytes(b"the other run's finished result")  # a second run got there first
     _, err = proc.communicate(timeout=DEADLINE)
     assert proc.returncode == 2 and "appeared while this run was writing" in err, err
