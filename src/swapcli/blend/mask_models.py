@@ -112,34 +112,14 @@ class MaskNet:
 
     def _batched(self, model, path: str | Path, device: str, threads: int):
         """A session on the batch-rewritten graph, or None (then the file runs face by face)."""
-        from swapcli.core.device import providers_for
-        from swapcli.core.onnx import create_session
-        from swapcli.core.onnx_batch import make_batch_dynamic, verify_batching
+        from swapcli.core.onnx_batch import batched_session
 
-        providers_for(device)  # a missing GPU is a loud error, not a reason to fall back
-        try:
-            model, changes = make_batch_dynamic(model, inplace=True)
-            data = model.SerializeToString()
-            model.Clear()
-            session = create_session(data, device, threads, name=f"{Path(path).name} (batch-rewritten)")
-        except ModelError as exc:
-            if "failed to load" in str(exc):
-                raise
-            log.info("%s: batch rewrite failed (%s); running face by face", Path(path).name, exc)
-            return None
-        except Exception as exc:  # onnx / protobuf errors
-            log.info("%s: batch rewrite failed (%s); running face by face", Path(path).name, type(exc).__name__)
-            return None
-        name = session.get_inputs()[0].name
         dims = self.kind.input_dims
-        rtol = self.verify_rtol.get(session.get_providers()[0], max(self.verify_rtol.values()))
-        check = verify_batching(session, lambda n, rng: {name: rng.random((n, *dims), dtype=np.float32)},
-                                session.get_outputs()[0].name, n=2, rtol=rtol)
-        if not check:
-            log.info("%s: the batch-rewritten graph does not batch (%s); running face by face",
-                     Path(path).name, check.describe())
-            return None
-        return session
+
+        def feeds(inputs: dict, n: int, rng: np.random.Generator) -> dict:
+            return {name: rng.random((n, *dims), dtype=np.float32) for name in inputs}
+
+        return batched_session(model, Path(path).name, device, threads, feeds, self.verify_rtol)[0]
 
     def run(self, x: np.ndarray) -> np.ndarray:
         from swapcli.core.onnx import run_bound

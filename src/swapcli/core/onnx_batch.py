@@ -252,3 +252,68 @@ def verify_batching(session, feeds_fn: Callable[[int, np.random.Generator], dict
     diff = float(np.max(np.abs(together - apart))) if apart.size else 0.0
     finite = bool(np.isfinite(together).all() == np.isfinite(apart).all())
     return BatchCheck(finite and diff <= tolerance, diff, scale, tolerance, time.perf_counter() - start)
+
+
+def batched_session(model, name: str, device: str, threads: int, feeds_fn: Callable, rtols: dict[str, float],
+                    trt_profile: Callable[[object], dict | None] | None = None):
+    """A session on `model` rewritten to a dynamic batch and verified to batch, with the check and
+    the changes, or (None, check or None, changes) when the rewrite fails or does not batch (the
+    caller then runs item by item).
+
+    Consumes `model` (edited in place: no second copy of the weights). Errors that are the user's to
+    fix (--device asked for a GPU that is not there) are raised as usual. `feeds_fn(inputs, n, rng)`
+    makes probe inputs from the session's {input name: shape}; `rtols` maps a provider to the
+    tolerance of the check; `trt_profile(inputs)` gives TensorRT shape profiles.
+    """
+    import logging
+
+    from swapcli.core.device import providers_for
+    from swapcli.core.errors import ModelError
+    from swapcli.core.onnx import create_session
+
+    log = logging.getLogger("swapcli")
+    providers_for(device)  # a missing GPU is a loud error, not a reason to fall back
+    shapes = graph_inputs(model)
+    changes: list[str] = []
+    try:
+        start = time.perf_counter()
+        model, changes = make_batch_dynamic(model, inplace=True)
+        data = model.SerializeToString()
+        rewrite_s = time.perf_counter() - start
+        model.Clear()  # the caller's reference too: drop the weights before the session copies them
+        session = create_session(data, device, threads, name=f"{name} (batch-rewritten)",
+                                 trt_profile=trt_profile(shapes) if trt_profile else None)
+        del data
+    except ModelError as exc:
+        if "failed to load" in str(exc):  # the GPU provider itself: the original file would fail the same way
+            raise
+        log.info("%s: batch rewrite failed (%s); running face by face", name, exc)
+        return None, None, changes
+    except Exception as exc:  # onnx / protobuf errors (a model over 2 GB cannot be serialised)
+        log.info("%s: batch rewrite failed (%s: %s); running face by face", name, type(exc).__name__,
+                 str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        return None, None, changes
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    rtol = rtols.get(session.get_providers()[0], max(rtols.values()))
+    check = verify_batching(session, lambda n, rng: feeds_fn(inputs, n, rng), session.get_outputs()[0].name,
+                            n=2, rtol=rtol)
+    if not check:
+        log.info("%s: the batch-rewritten graph does not batch (%s); running face by face", name, check.describe())
+        return None, check, changes
+    log.debug("%s: batch of 1 rewritten to a dynamic batch in %.0f ms (%s); verified: %s",
+              name, rewrite_s * 1000, "; ".join(changes), check.describe())
+    return session, check, changes
+
+
+def graph_inputs(model) -> dict[str, list]:
+    """Graph inputs that are not initializers -> their dims (int, or the symbolic name / None)."""
+    inits = {i.name for i in model.graph.initializer}
+    out = {}
+    for item in model.graph.input:
+        if item.name in inits:
+            continue
+        dims = []
+        for d in item.type.tensor_type.shape.dim:
+            dims.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None))
+        out[item.name] = dims
+    return out

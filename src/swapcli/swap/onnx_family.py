@@ -10,7 +10,6 @@ is shared with the other engines.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from swapcli.core.errors import ModelError, UsageError
+from swapcli.core.onnx_batch import graph_inputs
 from swapcli.core.templates import align_matrix, warp_crop
 from swapcli.swap.base import SourceFace
 from swapcli.swap.crop import CropEngine, to_tensor
@@ -83,20 +83,6 @@ def read_emap(path: str | Path) -> np.ndarray:
     return emap_from_graph(graph, path)
 
 
-def _graph_inputs(model) -> dict[str, list]:
-    """Graph inputs that are not initializers -> their dims (int, or the symbolic name / None)."""
-    inits = {i.name for i in model.graph.initializer}
-    out = {}
-    for item in model.graph.input:
-        if item.name in inits:
-            continue
-        dims = []
-        for d in item.type.tensor_type.shape.dim:
-            dims.append(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or None))
-        out[item.name] = dims
-    return out
-
-
 class OnnxGenerator(CropEngine):
     """An ONNX generator. The file is parsed once (onnx.load): emap comes from that parse,
     and a graph exported with a static batch of 1 (inswapper's) is rewritten to take a
@@ -127,7 +113,7 @@ class OnnxGenerator(CropEngine):
             model = onnx.load(str(path))
         except Exception as exc:  # protobuf and OS errors for a bad or truncated file
             raise ModelError(f"cannot load ONNX model {path}: {str(exc).strip().splitlines()[0]}") from exc
-        inputs = _graph_inputs(model)
+        inputs = graph_inputs(model)
         if set(inputs) != {"target", "source"}:
             raise ModelError(f"{Path(path).name} is not a {config.engine} generator: inputs {sorted(inputs)}, "
                              "expected 'source' and 'target'")
@@ -156,43 +142,10 @@ class OnnxGenerator(CropEngine):
         the user's to fix (--device asked for a GPU that is not there) are raised as usual;
         anything that goes wrong with the rewrite itself means the per-face loop.
         """
-        from swapcli.core.device import providers_for
-        from swapcli.core.onnx import create_session
-        from swapcli.core.onnx_batch import make_batch_dynamic, verify_batching
+        from swapcli.core.onnx_batch import batched_session
 
-        name = Path(path).name
-        providers_for(device)  # a missing GPU is a loud error, not a reason to fall back
-        inputs = _graph_inputs(model)
-        try:
-            start = time.perf_counter()
-            model, changes = make_batch_dynamic(model, inplace=True)
-            data = model.SerializeToString()
-            rewrite_s = time.perf_counter() - start
-            model.Clear()  # the caller's reference too: drop the weights before the session copies them
-            session = create_session(data, device, threads, name=f"{name} (batch-rewritten)",
-                                     trt_profile=self._trt_profile(inputs))
-            del data
-        except ModelError as exc:
-            if "failed to load" in str(exc):  # the GPU provider itself: the original file would fail the same way
-                raise
-            log.info("%s: batch rewrite failed (%s); running face by face", name, exc)
-            return None
-        except Exception as exc:  # onnx / protobuf errors (a model over 2 GB cannot be serialised)
-            log.info("%s: batch rewrite failed (%s: %s); running face by face", name, type(exc).__name__,
-                     str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-            return None
-        inputs = {i.name: i.shape for i in session.get_inputs()}
-        rtol = self.verify_rtol.get(session.get_providers()[0], max(self.verify_rtol.values()))
-        check = verify_batching(session, lambda n, rng: self._probe_feeds(inputs, n, rng),
-                                session.get_outputs()[0].name, n=2, rtol=rtol)
-        self.batch_check = check
-        self.batch_changes = changes
-        if not check:
-            log.info("%s: the batch-rewritten graph does not batch (%s); running face by face",
-                     name, check.describe())
-            return None
-        log.debug("%s: batch of 1 rewritten to a dynamic batch in %.0f ms (%s); verified: %s",
-                  name, rewrite_s * 1000, "; ".join(changes), check.describe())
+        session, self.batch_check, self.batch_changes = batched_session(
+            model, Path(path).name, device, threads, self._probe_feeds, self.verify_rtol, self._trt_profile)
         return session
 
     def _trt_profile(self, inputs: dict) -> dict | None:

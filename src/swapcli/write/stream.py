@@ -134,13 +134,12 @@ class FfmpegSink(Sink):
                "-use_wallclock_as_timestamps", "1", "-i", "pipe:0"]
         if spec.kind == "v4l2":
             return [*cmd, "-vf", "format=yuv420p", "-f", "v4l2", spec.target]
-        # as write/video.py: exact BT.709 limited range, tagged
-        cmd += ["-vf", "scale=in_range=pc:out_range=tv:out_color_matrix=bt709:flags=bicubic+accurate_rnd"
-                       "+full_chroma_int,format=yuv420p,setparams=range=tv:colorspace=bt709:color_primaries=bt709"
-                       ":color_trc=bt709",
+        from swapcli.write.video import STREAM_TAGS, yuv_filter_chain
+
+        cmd += ["-vf", yuv_filter_chain(),  # as write/video.py: exact BT.709 limited range, tagged
                 "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-crf", "20",
                 "-g", str(max(1, round(self.fps))), "-bf", "0",
-                "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
+                *(x for k, v in STREAM_TAGS.items() for x in (f"-{k}", v)),
                 f"-{ff.fps_mode_option()}", "cfr", "-r", str(self.fps)]
         if spec.format in ("mp4", "mov"):
             cmd += ["-movflags", "+faststart+use_metadata_tags" if self.mark else "+faststart"]
@@ -193,7 +192,6 @@ class FfmpegSink(Sink):
             line = proc.error_line()
         finally:
             proc.kill()
-            _close_stderr(proc)
         if self.tmp is None:
             return
         if rc != 0 or self.frames == 0:
@@ -203,7 +201,13 @@ class FfmpegSink(Sink):
                 return
             raise OutputError(f"writing {self.spec.text} failed (ffmpeg exit {rc}): {line}")
         from swapcli.write.atomic import publish
+        from swapcli.write.video import check_complete
 
+        try:  # frames are resampled to a constant rate from arrival times: a count cannot be asked for
+            check_complete(self.tmp, 1, Path(self.spec.target))
+        except OutputError:
+            self._remove_tmp()
+            raise
         publish(self.tmp, Path(self.spec.target), self.overwrite)
         self.tmp = None
 
@@ -211,22 +215,12 @@ class FfmpegSink(Sink):
         proc, self._proc = self._proc, None
         if proc is not None:
             proc.kill()
-            _close_stderr(proc)
         self._remove_tmp()
 
     def _remove_tmp(self) -> None:
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
             self.tmp = None
-
-
-def _close_stderr(proc: ff.Process) -> None:
-    """Process.kill joins the stderr thread but leaves the pipe to the GC: close it now."""
-    if proc.popen.stderr is not None:
-        try:
-            proc.popen.stderr.close()
-        except OSError:
-            pass
 
 
 class WindowSink(Sink):

@@ -143,6 +143,21 @@ def resolve_codec(codec: str) -> str:
     return "libx264"
 
 
+# bgr24 -> BT.709 limited-range yuv420p, exact (see VideoWriter._command), and its tags; every encoder
+# of frames (video, live) uses these.
+TO_YUV = {"in_range": "pc", "out_range": "tv", "out_color_matrix": "bt709", "flags": "bicubic+accurate_rnd+full_chroma_int"}
+FRAME_TAGS = {"range": "tv", "colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709"}
+STREAM_TAGS = {"colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709", "color_range": "tv"}
+
+
+def yuv_filter_chain() -> str:
+    """TO_YUV and FRAME_TAGS as one -vf chain (for commands built by hand)."""
+    def args(d: dict) -> str:
+        return ":".join(f"{k}={v}" for k, v in d.items())
+
+    return f"scale={args(TO_YUV)},format=yuv420p,setparams={args(FRAME_TAGS)}"
+
+
 def check_complete(path: Path, frames: int, output: Path) -> None:
     """The encoder's exit status is not proof: some ffmpeg builds exit 0 after a full disk cut
     the file (no index, "moov atom not found"). The file must parse and hold every frame."""
@@ -286,14 +301,10 @@ class VideoWriter:
         # differs by ffmpeg version): frames came back 1.7-2.7 levels dark, with them <= 1.
         # setparams tags the frames too: ffmpeg >= 7 takes the tags from the frames, not from
         # -color_primaries/-color_trc, and left primaries and transfer "unknown".
-        video = (video.filter("setsar", str(self.sar))
-                 .filter("scale", in_range="pc", out_range="tv", out_color_matrix="bt709",
-                         flags="bicubic+accurate_rnd+full_chroma_int")
-                 .filter("format", "yuv420p")
-                 .filter("setparams", range="tv", colorspace="bt709", color_primaries="bt709", color_trc="bt709"))
+        video = (video.filter("setsar", str(self.sar)).filter("scale", **TO_YUV).filter("format", "yuv420p")
+                 .filter("setparams", **FRAME_TAGS))
         opts: dict[str, object] = {
-            "c:v": self.codec, "colorspace": "bt709", "color_primaries": "bt709", "color_trc": "bt709",
-            "color_range": "tv", ff.fps_mode_option(): "passthrough", "max_muxing_queue_size": 4096,
+            "c:v": self.codec, **STREAM_TAGS, ff.fps_mode_option(): "passthrough", "max_muxing_queue_size": 4096,
         }
         opts.update(encoder_options(self.codec, self.crf, self.preset))
         if self.codec in ("libx265", "hevc_nvenc") and self.container in ("mp4", "mov"):
