@@ -133,17 +133,10 @@ class InsightAnalyser:
         from insightface.model_zoo.scrfd import distance2bbox, distance2kps
 
         side = self.options.det_size
-        h, w = images[0].shape[:2]
-        if h / w > 1.0:
-            new_h, new_w = side, int(side / (h / w))
-        else:
-            new_w, new_h = side, int(side * (h / w))
-        scale = new_h / h
-        canvas = np.zeros((len(images), side, side, 3), np.uint8)
-        for k, image in enumerate(images):
-            canvas[k, :new_h, :new_w] = cv2.resize(image, (new_w, new_h))
-        blob = cv2.dnn.blobFromImages(list(canvas), 1.0 / det.input_std, (side, side), (det.input_mean,) * 3,
-                                      swapRB=True)
+        boxed = [_letterbox(image, side) for image in images]  # same shape: the same scale for all
+        scale = boxed[0][1]
+        blob = cv2.dnn.blobFromImages([canvas for canvas, _ in boxed], 1.0 / det.input_std, (side, side),
+                                      (det.input_mean,) * 3, swapRB=True)
         session = det._session_for_input_size((side, side)) if hasattr(det, "_session_for_input_size") \
             else det.session
         outs = session.run(det.output_names, {det.input_name: blob})

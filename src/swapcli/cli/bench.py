@@ -58,10 +58,9 @@ def bench(
     """Benchmark `swapcli video` here: generates a clip from the packaged photos, runs the real
     pipeline, and reports per-stage times, fps, the ratio to a plain ffmpeg transcode, peak memory
     and (on CUDA) GPU utilisation."""
-    from swapcli.cli.common import handle_errors, setup_logging
+    from swapcli.cli.common import running
 
-    setup_logging(quiet, debug)
-    with handle_errors(debug, json_out):
+    with running(quiet, debug, json_out):
         from swapcli.cli.common import emit_json, log, progress_bar
         from swapcli.cli.root import engine_options
         from swapcli.evaluate.bench import BenchOptions, run_bench

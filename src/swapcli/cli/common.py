@@ -99,6 +99,14 @@ def handle_errors(debug: bool = False, json_out: bool = False) -> Iterator[None]
 
 
 @contextlib.contextmanager
+def running(quiet: bool = False, debug: bool = False, json_out: bool = False) -> Iterator[None]:
+    """A command's body: logging on stderr at its level, failures as one-line errors (exit codes)."""
+    setup_logging(quiet, debug)
+    with handle_errors(debug, json_out):
+        yield
+
+
+@contextlib.contextmanager
 def progress_bar(quiet: bool, label: str) -> Iterator:
     """A rich progress bar on stderr (frames, fps, ETA); yields advance(done, total)."""
     if quiet:

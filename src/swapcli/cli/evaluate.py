@@ -70,10 +70,9 @@ def evaluate(
 ) -> None:
     """Measure a swap: identity (to source, to target, retrieval), pose, expression and eye
     errors against the target, and for videos landmark jitter and flicker. See docs/metrics.md."""
-    from swapcli.cli.common import handle_errors, setup_logging
+    from swapcli.cli.common import running
 
-    setup_logging(quiet, debug)
-    with handle_errors(debug, json_out):
+    with running(quiet, debug, json_out):
         import contextlib
 
         from swapcli.analyse.insight import AnalyserOptions

@@ -30,12 +30,9 @@ def faces(
     weights_dir: Optional[Path] = Opt.weights_dir,
 ) -> None:
     """List every face in IMAGE_OR_VIDEO with the index --faces N uses, box, size, score and head pose."""
-    from swapcli.cli.common import handle_errors, setup_logging
-    from swapcli.core.signals import sigterm_interrupts
+    from swapcli.cli.common import running
 
-    setup_logging(quiet, debug)
-    sigterm_interrupts()
-    with handle_errors(debug, json_out):
+    with running(quiet, debug, json_out):
         _run(media, json_out, preview, overwrite, quiet, face_order, min_face_size, min_face_share, every, det_size,
              weights_dir)
 

@@ -105,10 +105,9 @@ def list_models(
     debug: bool = Opt.debug,
 ) -> None:
     """Show every known model: kind, engine, installed or not (and where), size, licence."""
-    from swapcli.cli.common import handle_errors, setup_logging
+    from swapcli.cli.common import running
 
-    setup_logging(quiet, debug)
-    with handle_errors(debug, json_out):
+    with running(quiet, debug, json_out):
         from swapcli.cli.common import emit_json
         from swapcli.core.errors import UsageError
         from swapcli.models.registry import MODELS
@@ -197,10 +196,9 @@ def download_models(
     debug: bool = Opt.debug,
 ) -> None:
     """Download models, verified by SHA-256 before use; resumes an interrupted download."""
-    from swapcli.cli.common import handle_errors, setup_logging
+    from swapcli.cli.common import running
 
-    setup_logging(quiet, debug)
-    with handle_errors(debug, json_out):
+    with running(quiet, debug, json_out):
         from swapcli.cli.common import emit_json, log
         from swapcli.core.errors import ModelError
         from swapcli.models.download import describe_licence, download
@@ -247,10 +245,9 @@ def verify_models(
     debug: bool = Opt.debug,
 ) -> None:
     """Re-hash installed model files (ignoring the verification cache); exit 4 if any fails."""
-    from swapcli.cli.common import handle_errors, setup_logging
+    from swapcli.cli.common import running
 
-    setup_logging(quiet, debug)
-    with handle_errors(debug, json_out):
+    with running(quiet, debug, json_out):
         from swapcli.cli.common import emit_json, fail, log
         from swapcli.core.errors import EXIT_MODEL
         from swapcli.models.registry import MODELS
@@ -283,10 +280,9 @@ def model_path(
     debug: bool = Opt.debug,
 ) -> None:
     """Print the path of the installed, verified file (exit 4 when missing or failing)."""
-    from swapcli.cli.common import handle_errors, setup_logging
+    from swapcli.cli.common import running
 
-    setup_logging(False, debug)
-    with handle_errors(debug):
+    with running(False, debug):
         from swapcli.models.locate import locate
 
         typer.echo(str(locate(name, str(weights_dir) if weights_dir else None).path))
@@ -302,10 +298,9 @@ def pin_model(
     debug: bool = Opt.debug,
 ) -> None:
     """Trust the copy of an unpinned model found on disk: record its SHA-256 (trust on first use)."""
-    from swapcli.cli.common import handle_errors, setup_logging
+    from swapcli.cli.common import running
 
-    setup_logging(quiet, debug)
-    with handle_errors(debug, json_out):
+    with running(quiet, debug, json_out):
         from swapcli.cli.common import emit_json, log
         from swapcli.core.errors import ModelError, UsageError
         from swapcli.models import locate as loc

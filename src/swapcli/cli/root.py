@@ -207,8 +207,8 @@ _VIDEO = [("batch_frames", int, Opt.batch_frames), ("detect_every", Optional[int
 def swap_command(*, det_size: int, images: bool = True, videos: bool = False, crf_alias: str | None = None,
                  **kwargs: Any) -> Callable[[Callable[..., None]], Callable[..., None]]:
     """Register a swapping command `func(flags: SwapFlags, **own)`: its own parameters
-    plus the shared options, logging set up, SIGTERM handled as Ctrl-C, and failures
-    turned into one-line errors with their exit codes (cli/common.py)."""
+    plus the shared options, logging set up, and failures turned into one-line errors with
+    their exit codes (cli/common.py)."""
     crf = Opt.crf if crf_alias is None else typer.Option(18, "--crf", crf_alias, min=0, max=51, rich_help_panel=VIDEO,
                                                          help=Opt.crf.help)
     table = [*_SHARED, *(_IMAGE if images else []), *([(n, t, crf if n == "crf" else o) for n, t, o in _VIDEO] if videos else []),
@@ -223,15 +223,12 @@ def swap_command(*, det_size: int, images: bool = True, videos: bool = False, cr
 
         @functools.wraps(func)
         def run(**values: Any) -> None:
-            from swapcli.cli.common import handle_errors, setup_logging
-            from swapcli.core.signals import sigterm_interrupts
+            from swapcli.cli.common import running
 
             given = {name: values.pop(name) for name, _, _ in table}
             flags = SwapFlags(**{**defaults, **{k: v for k, v in given.items() if k != "sources"},
                                  "sources": list(given["sources"] or [])})
-            setup_logging(flags.quiet, flags.debug)
-            sigterm_interrupts()
-            with handle_errors(flags.debug, flags.json_out):
+            with running(flags.quiet, flags.debug, flags.json_out):  # SIGTERM is Ctrl-C: app.main
                 func(flags, **values)
 
         del run.__wrapped__  # Typer reads the signature below, not func's

@@ -27,10 +27,9 @@ def verify(
 
     Exit codes: 0 every file is marked, 5 at least one is not, 2 a file could not be read.
     """
-    from swapcli.cli.common import handle_errors, setup_logging
+    from swapcli.cli.common import running
 
-    setup_logging(quiet, debug)
-    with handle_errors(debug, json_out):
+    with running(quiet, debug, json_out):
         from swapcli.cli.common import emit_json, fail, log
         from swapcli.core.errors import EXIT_OK, EXIT_UNMARKED
         from swapcli.mark.verify import verify_file
