@@ -7,7 +7,7 @@ of per-vertex values, so all of them agree exactly and no image is resampled twi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -20,23 +20,33 @@ class Raster:
     index: np.ndarray  # (h, w) int32 triangle index, -1 where no triangle
     bary: np.ndarray  # (h, w, 3) float32 barycentric weights of the triangle's corners
     corners: np.ndarray  # (h, w, 3) int32 vertex indices of the triangle's corners
+    n_verts: int = 0  # vertices of the mesh (columns of the interpolation matrix)
+    _weights: object = field(default=None, init=False, repr=False)
 
     @property
     def covered(self) -> np.ndarray:
         return self.index >= 0
 
     def gather(self, values: np.ndarray) -> np.ndarray:
-        """Per-vertex values (V,) or (V, K) interpolated at every pixel: (h, w) or (h, w, K)."""
+        """Per-vertex values (V,) or (V, K) interpolated at every pixel: (h, w) or (h, w, K).
+
+        One sparse (pixels x vertices) matrix with three weights a row, built once per raster:
+        a product with it is several times faster than gathering every pixel's corner values."""
         values = np.asarray(values, dtype=np.float32)
-        v = values[self.corners]  # (h, w, 3[, K])
-        if values.ndim == 1:
-            return np.einsum("hwc,hwc->hw", v, self.bary)
-        return np.einsum("hwck,hwc->hwk", v, self.bary)
+        if self._weights is None:
+            from scipy.sparse import csr_matrix
+
+            n = self.index.size
+            cols = max(self.n_verts, int(self.corners.max()) + 1 if n else 1)
+            self._weights = csr_matrix((self.bary.reshape(-1), self.corners.reshape(-1), np.arange(0, 3 * n + 1, 3)),
+                                       shape=(n, cols))
+        out = self._weights @ values
+        return np.asarray(out, dtype=np.float32).reshape(self.index.shape + values.shape[1:])
 
     def per_triangle(self, values: np.ndarray, fill=0) -> np.ndarray:
         """A per-triangle value at every pixel (fill where no triangle)."""
         values = np.asarray(values)
-        out = np.where(self.covered, values[np.maximum(self.index, 0)], fill)
+        out = np.where(self.covered, np.take(values, np.maximum(self.index, 0), axis=0), fill)
         return out.astype(values.dtype)
 
 
@@ -68,11 +78,14 @@ def rasterise(verts: np.ndarray, tris: np.ndarray, shape: tuple[int, int], depth
     inv[ok] = np.linalg.inv(m[ok])
     inv = inv.astype(np.float32)
     k = np.maximum(index, 0)
-    xs = np.arange(w, dtype=np.float32)[None, :, None]
-    ys = np.arange(h, dtype=np.float32)[:, None, None]
-    bary = inv[:, :, 0][k] * xs
-    bary += inv[:, :, 1][k] * ys
-    bary += inv[:, :, 2][k]
+    # np.take gathers rows several times faster than fancy indexing
+    per_pixel = np.take(inv.reshape(len(tris), 9), k, axis=0).reshape(h, w, 3, 3)
+    xy1 = np.empty((h, w, 3), np.float32)
+    xy1[..., 0] = np.arange(w, dtype=np.float32)[None, :]
+    xy1[..., 1] = np.arange(h, dtype=np.float32)[:, None]
+    xy1[..., 2] = 1.0
+    bary = np.einsum("hwjc,hwc->hwj", per_pixel, xy1)
     bary[index < 0] = 0.0
-    corners = np.asarray(tris, dtype=np.int32)[k]
-    return Raster(index=index, bary=bary, corners=corners)
+    tris = np.asarray(tris, dtype=np.int32)
+    corners = np.take(tris, k, axis=0)
+    return Raster(index=index, bary=bary, corners=corners, n_verts=int(tris.max()) + 1 if tris.size else 0)

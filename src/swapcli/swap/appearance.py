@@ -19,36 +19,34 @@ from swapcli.core.geometry import soft_mean
 
 
 def _weighted_std(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    sw = w.sum() + 1e-6
-    mean = (x * w[..., None]).reshape(-1, x.shape[-1]).sum(0) / sw
-    var = (((x - mean) ** 2) * w[..., None]).reshape(-1, x.shape[-1]).sum(0) / sw
-    return np.sqrt(var)
+    """Per-channel standard deviation of (h, w, C) values weighted by (h, w)."""
+    flat_w = np.ascontiguousarray(w, dtype=np.float32).reshape(-1)
+    flat_x = np.ascontiguousarray(x, dtype=np.float32).reshape(flat_w.size, -1)
+    sw = float(flat_w.sum()) + 1e-6
+    mean = (flat_w @ flat_x) / sw
+    dev = flat_x - mean
+    return np.sqrt((flat_w @ (dev * dev)) / sw)
 
 
 @dataclass
 class ColourFields:
     """A smooth per-pixel affine map of CIELAB taking the source's colour and light to the
-    target's: L' = L * gain + lift, ab' = ab * k + shift. Smooth, so it is measured on a coarse
-    grid and applied at full resolution."""
+    target's: L' = L * gain + lift, ab' = ab * k + shift, kept as one multiplier and one offset
+    image (h, w, 3). Smooth, so it is measured on a coarse grid and applied at full resolution."""
 
-    gain: np.ndarray  # (h, w)
-    lift: np.ndarray  # (h, w)
-    k: np.ndarray  # (2,)
-    shift: np.ndarray  # (h, w, 2)
+    scale: np.ndarray  # (h, w, 3): gain, k_a, k_b
+    offset: np.ndarray  # (h, w, 3): lift, shift_a, shift_b
 
     def resized(self, size: tuple[int, int]) -> "ColourFields":
-        if self.gain.shape[::-1] == tuple(size):
+        if self.scale.shape[1::-1] == tuple(size):
             return self
-        stack = np.dstack([self.gain, self.lift, self.shift])
-        up = cv2.resize(stack, size, interpolation=cv2.INTER_LINEAR)
-        return ColourFields(up[..., 0], up[..., 1], self.k, up[..., 2:])
+        up = cv2.resize(np.dstack([self.scale, self.offset]), size, interpolation=cv2.INTER_LINEAR)
+        return ColourFields(up[..., :3], up[..., 3:])
 
     def apply(self, lab: np.ndarray) -> np.ndarray:
         """In place on `lab` (float32 CIELAB), which is returned."""
-        lab[..., 0] *= self.gain
-        lab[..., 0] += self.lift
-        lab[..., 1:] *= self.k
-        lab[..., 1:] += self.shift
+        np.multiply(lab, self.scale, out=lab)
+        np.add(lab, self.offset, out=lab)
         return lab
 
 
@@ -73,8 +71,10 @@ def colour_fields(source_lab: np.ndarray, target_lab: np.ndarray, source_skin: n
     ss = _weighted_std(ls[..., 1:] - ms[..., 1:], ws)
     st = _weighted_std(lt[..., 1:] - mt[..., 1:], wt)
     k = np.clip(st / np.maximum(ss, 1e-3), 0.0, 1.0).astype(np.float32)
-    return ColourFields(gain, (mt[..., 0] - ms[..., 0] * gain).astype(np.float32), k,
-                        (mt[..., 1:] - ms[..., 1:] * k).astype(np.float32))
+    scale = np.empty(ms.shape, np.float32)
+    scale[..., 0] = gain
+    scale[..., 1:] = k
+    return ColourFields(scale, (mt - ms * scale).astype(np.float32))
 
 
 def _fine_noise(lightness: np.ndarray, weight: np.ndarray) -> float:
