@@ -4,6 +4,7 @@ are imported inside commands so `swapcli --help` stays instant."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
@@ -76,7 +77,7 @@ def video(
         raise UsageError("give a SOURCE photo or at least one --map SRC=REF")
     out_path = output or default_output(target, ".mp4")
     devices = parse_devices(flags.device)
-    engine_opts = flags.engine_options(devices[0])
+    engine_opts = dataclasses.replace(flags.engine_options(devices[0]), stream=True)
     select = flags.select_options()
     options = VideoOptions(crf=flags.crf, preset=flags.preset, codec=flags.codec,
                            fps=Fraction(fps).limit_denominator(1001) if fps else None,

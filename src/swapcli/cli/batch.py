@@ -7,6 +7,7 @@ one JSON summary) on stdout, and the exit code.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Optional
 
@@ -165,7 +166,7 @@ def _batch(flags: SwapFlags, *, source, inputs, output_dir, recursive, pattern, 
         log.warning("--device %s: %d worker(s) use only %s", flags.device, n_workers, ", ".join(devices[:n_workers]))
     settings = pb.BatchSettings(
         sources=tuple(str(p) for p in source_paths),
-        engine=flags.engine_options(devices[0]),
+        engine=dataclasses.replace(flags.engine_options(devices[0]), stream=True),  # videos: frames on threads
         select=flags.select_options(),
         output=flags.output_options(),
         video=VideoOptions(crf=flags.crf, preset=flags.preset, codec=flags.codec, batch=flags.batch_frames,

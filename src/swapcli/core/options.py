@@ -43,6 +43,14 @@ class EngineOptions:
     mouth_mask: bool = False  # keep the target's own mouth
     occluder_model: str | None = None  # registry name, 'many' or the user's file (unverified)
     parser_model: str | None = None  # registry name or the user's file (unverified)
+    # Many frames (video, batch): a host engine swaps frames on several threads at once, so each
+    # model session runs on one thread (the cores are already busy; more only adds overhead).
+    stream: bool = False
+
+    @property
+    def session_threads(self) -> int:
+        """Intra-op threads of every model session (0: onnxruntime's default, one per core)."""
+        return self.threads or (1 if self.stream else 0)
 
     def mask_plan(self):
         """The validated mask set (UsageError on unknown names)."""

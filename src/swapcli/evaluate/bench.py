@@ -22,6 +22,7 @@ What is measured, and how:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import platform
 import shutil
@@ -79,7 +80,10 @@ class ExclusiveClock(Clock):
 
 
 class ProcessMonitor:
-    """Samples RSS of this process and RSS + CPU time of its ffmpeg children in a thread."""
+    """Samples RSS of this process and RSS + CPU time of its ffmpeg children in a thread (the
+    list of children is refreshed every RELIST_S: the ffmpeg processes live for the whole run)."""
+
+    RELIST_S = 0.5
 
     def __init__(self, interval: float = 0.05, pids: tuple[int, ...] = ()) -> None:
         import psutil
@@ -90,6 +94,8 @@ class ProcessMonitor:
         self.watch = [psutil.Process(p) for p in pids]
         self.peak_self = 0
         self.children: dict[int, dict] = {}  # pid -> {"role", "peak_rss", "cpu_s"}
+        self._kids: list = []
+        self._listed = -float("inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="swapcli-bench-monitor", daemon=True)
 
@@ -105,11 +111,14 @@ class ProcessMonitor:
         psutil = self._psutil
         with contextlib.suppress(psutil.Error):
             self.peak_self = max(self.peak_self, self.me.memory_info().rss)
-        try:
-            kids = self.me.children(recursive=True) + self.watch
-        except psutil.Error:
-            kids = list(self.watch)
-        for child in kids:
+        now = time.monotonic()
+        if now - self._listed >= self.RELIST_S:  # listing children scans /proc: ~1 ms, too dear 20 times a second
+            self._listed = now
+            try:
+                self._kids = self.me.children(recursive=True) + self.watch
+            except psutil.Error:
+                self._kids = list(self.watch)
+        for child in self._kids:
             try:
                 entry = self.children.get(child.pid)
                 if entry is None:
@@ -280,7 +289,7 @@ def run_bench(options: EngineOptions, bench: BenchOptions,
     startup = max(0.0, time.time() - psutil.Process().create_time())  # interpreter start + imports
     size = RESOLUTIONS[bench.resolution]
 
-    swapper = Swapper(options)
+    swapper = Swapper(dataclasses.replace(options, stream=True))  # as `swapcli video` runs
     source_photo = photo_path(BENCH_SOURCE)
     with tempfile.TemporaryDirectory(prefix="swapcli-bench-") as tmp:
         say("making the clip")

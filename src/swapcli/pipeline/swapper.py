@@ -3,10 +3,11 @@ analyse -> swap -> blend. Image, video and batch all go through here."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -92,20 +93,30 @@ def retry_sizes(det_size: int) -> list[int]:
     return [s for s in RETRY_DET_SIZES if s < det_size]
 
 
+def frame_workers(threads: int = 0) -> int:
+    """Threads that swap frames at once with a host engine: --threads if set, else one per core
+    (at most 4: beyond that the GIL-held parts of the engine gain nothing)."""
+    import os
+
+    return max(1, threads) if threads else min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                               else (os.cpu_count() or 1))
+
+
 class Swapper:
     def __init__(self, options: EngineOptions | None = None, clock: Clock | None = None) -> None:
         self.options = options or EngineOptions()
         self.analyser = InsightAnalyser(
             AnalyserOptions(device=self.options.device, weights_dir=self.options.weights_dir,
-                            threads=self.options.threads, det_size=self.options.det_size)
+                            threads=self.options.session_threads, det_size=self.options.det_size)
         )
         self.engine = create_engine(self.options)
         self.restorer = create_restorer(self.options)
         self.clock = clock or Clock()
         self.compositor = create_compositor(self.options, self.engine, self.restorer)
         o = self.options
-        self.masker = Masker(o.mask_plan(), o.device, o.threads, o.weights_dir)  # same device as the engine
+        self.masker = Masker(o.mask_plan(), o.device, o.session_threads, o.weights_dir)  # same device as the engine
         self._pose_warned = False
+        self._pool = None  # frame threads of a host engine while streaming()
         self.found_by: dict[str, FoundBy] = {}  # photos whose faces only a smaller detector size found
 
 
@@ -115,7 +126,7 @@ class Swapper:
 
         self.options = dataclasses.replace(self.options, **changes)
         o = self.options
-        self.masker = Masker(o.mask_plan(), o.device, o.threads, o.weights_dir)
+        self.masker = Masker(o.mask_plan(), o.device, o.session_threads, o.weights_dir)
     def detect(self, image: np.ndarray) -> list[Face]:
         with self.clock("detect"):
             return self.analyser.detect(image)
@@ -197,7 +208,37 @@ class Swapper:
         Every face is generated from its untouched frame first (crop engines batch all of them
         into one generator call), then restored, measured and blended, frame by frame. The
         output equals swapping frame by frame: a batch only changes how work is grouped.
+        An engine that works on the host (the embedded one: numpy and OpenCV, which release the
+        GIL) has no model call to batch: inside `streaming()` its frames are swapped on threads.
         """
+        if self._pool is not None and len(frames) > 1:
+            return list(self._pool.map(lambda one: self._swap_frames([one])[0], frames))
+        return self._swap_frames(frames)
+
+    @contextlib.contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Many frames follow (video): with a host engine and `stream` set, swap_frames runs them on
+        `frame_workers` threads, and OpenCV's own threading is off meanwhile (the frames already
+        keep the cores busy)."""
+        workers = frame_workers(self.options.threads)
+        if (self._pool is not None or not self.options.stream or not getattr(self.engine, "host_only", False)
+                or self.restorer is not None or self.compositor is not None or workers < 2):
+            yield
+            return
+        import cv2
+        from concurrent.futures import ThreadPoolExecutor
+
+        before = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="swapcli-swap")
+        try:
+            yield
+        finally:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=True, cancel_futures=True)
+            cv2.setNumThreads(before)
+
+    def _swap_frames(self, frames: Sequence[tuple[np.ndarray, Sequence[FaceJob]]]) -> list[list[FaceReport]]:
         pairs = [(frame, job.face) for frame, jobs in frames for job in jobs if job.face.landmarks is None]
         if pairs:
             with self.clock("landmarks"):

@@ -185,7 +185,7 @@ def swap_video(
                     return
 
         # The next batch is analysed in a thread while this one is swapped, blended and encoded.
-        with Prefetch(analysed(), depth=1, name="swapcli-analyse") as batches:
+        with swapper.streaming(), Prefetch(analysed(), depth=1, name="swapcli-analyse") as batches:
             for batch in batches:
                 swapper.swap_frames([(frame, jobs) for frame, jobs, _ in batch])
                 for frame, jobs, bridged in batch:

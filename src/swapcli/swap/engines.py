@@ -166,9 +166,9 @@ def _neural_engine(name: str, options: EngineOptions, files: EngineFiles):
 
     spec = files.spec
     config = GeneratorConfig(name, spec.template or "arcface_128", spec.input_size or 128, spec.norm or "unit")
-    embedder = OnnxArcFace(files.embedder, options.device, options.threads) if files.embedder else None
-    converter = OnnxConverter(files.converter, options.device, options.threads) if files.converter else None
-    return OnnxGenerator(config, files.generator, embedder, converter, options.device, options.threads, options.mix)
+    embedder = OnnxArcFace(files.embedder, options.device, options.session_threads) if files.embedder else None
+    converter = OnnxConverter(files.converter, options.device, options.session_threads) if files.converter else None
+    return OnnxGenerator(config, files.generator, embedder, converter, options.device, options.session_threads, options.mix)
 
 
 def create_restorer(options: EngineOptions):
@@ -182,10 +182,10 @@ def create_restorer(options: EngineOptions):
         spec = _spec(ENHANCERS[value])
         path = _require(spec.name, options.weights_dir, f"--enhance {value}")
         return Restorer(path, spec.template or "ffhq_512", spec.norm or "tanh", options.enhance_blend,
-                        options.device, options.threads, name=value)
+                        options.device, options.session_threads, name=value)
     if value.endswith(".onnx"):
         return Restorer(_user_file(value, "restorer"), amount=options.enhance_blend, device=options.device,
-                        threads=options.threads, name=Path(value).stem)
+                        threads=options.session_threads, name=Path(value).stem)
     raise UsageError(f"--enhance takes {', '.join(ENHANCERS)} or a restorer .onnx file, not '{value}'")
 
 

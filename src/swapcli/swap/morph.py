@@ -20,6 +20,7 @@ A face swap changes who the face is and nothing else, so:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -294,14 +295,21 @@ class MorphEngine:
 
     name = "morph"
     uses_embedding = False
+    host_only = True  # numpy and OpenCV on the host: frames may be swapped on several threads
 
     def __init__(self, colour: bool = True) -> None:
         self.colour = colour
 
-    @staticmethod
-    def _view(source: SourceFace, mirrored: bool) -> _SourceView:
+    _lock = threading.Lock()  # a source's views are made once, whichever thread asks first
+
+    @classmethod
+    def _view(cls, source: SourceFace, mirrored: bool) -> _SourceView:
         key = "morph_view_mirror" if mirrored else "morph_view"
-        if key not in source.cache:
+        if key in source.cache:
+            return source.cache[key]
+        with cls._lock:
+            if key in source.cache:
+                return source.cache[key]
             if mirrored:
                 img = np.ascontiguousarray(source.image[:, ::-1])
                 face = mirror_face(source.face, source.image.shape[1])
