@@ -71,11 +71,15 @@ def rasterise(verts: np.ndarray, tris: np.ndarray, shape: tuple[int, int], depth
         if abs(area[k]) < 1e-3:
             continue
         cv2.fillConvexPoly(index, fixed[k], int(k), lineType=cv2.LINE_8, shift=SUBPIXEL)
-    # Barycentric weights: [x, y, 1] = M @ bary with M's columns the corners (homogeneous).
-    m = np.concatenate([corner.transpose(0, 2, 1), np.ones((len(tris), 1, 3))], axis=1)  # (T, 3, 3)
+    # Barycentric weights: [x, y, 1] = M @ bary with M's columns the corners (homogeneous);
+    # M's inverse in closed form (rows: each corner's weight as a plane over x, y).
     ok = np.abs(area) >= 1e-3
-    inv = np.zeros_like(m)
-    inv[ok] = np.linalg.inv(m[ok])
+    d = np.where(ok, area, 1.0)[:, None]
+    ax, ay, bx, by, cx, cy = (corner[:, i, j][:, None] for i in range(3) for j in range(2))
+    inv = np.stack([np.hstack([by - cy, cx - bx, bx * cy - cx * by]),
+                    np.hstack([cy - ay, ax - cx, cx * ay - ax * cy]),
+                    np.hstack([ay - by, bx - ax, ax * by - bx * ay])], axis=1) / d[:, :, None]
+    inv[~ok] = 0.0
     inv = inv.astype(np.float32)
     k = np.maximum(index, 0)
     # np.take gathers rows several times faster than fancy indexing

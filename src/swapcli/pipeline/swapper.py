@@ -175,7 +175,12 @@ class Swapper:
             image, face = self.main_face(Path(path), "source")
             if self.engine.uses_embedding:
                 self.embed(image, face)
-            sources.append(SourceFace(image=image, face=face, path=Path(path)))
+            source = SourceFace(image=image, face=face, path=Path(path))
+            prepare = getattr(self.engine, "prepare", None)
+            if prepare is not None:  # what the engine derives from a source, once, before any frame
+                with self.clock("swap"):
+                    prepare(source)
+            sources.append(source)
         return sources
 
     def reference_embedding(self, path: Path) -> np.ndarray:

@@ -37,6 +37,7 @@ from swapcli.write.video import VideoWriter
 
 
 DETECT_EVERY_CPU = 8  # whole-frame detection at least this often on the CPU (new faces appear within it)
+FIRST_BATCH = 2  # frames in the first batch (the rest: VideoOptions.batch)
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,11 @@ def swap_video(
         def analysed() -> Iterator[list[tuple[np.ndarray, list[FaceJob], int]]]:
             """Batches of (frame, faces to swap, bridged count): decode, detect, track."""
             index = -1
+            # The first batch is small, so swapping starts while the pipeline fills (same output).
+            size = min(video.batch, FIRST_BATCH)
             while stop is None or index + 1 < stop:
                 frames: list[tuple[int, np.ndarray]] = []
-                while len(frames) < video.batch and (stop is None or index + 1 < stop):
+                while len(frames) < size and (stop is None or index + 1 < stop):
                     with clock("decode"):
                         frame = reader.read()
                     if frame is None:
@@ -159,6 +162,7 @@ def swap_video(
                     if frame is None:
                         return
                     continue
+                size = video.batch
                 batch = []
                 if finder is None:
                     found_all = swapper.detect_many([f for _, f in frames])

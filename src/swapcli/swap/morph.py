@@ -302,6 +302,11 @@ class MorphEngine:
 
     _lock = threading.Lock()  # a source's views are made once, whichever thread asks first
 
+    def prepare(self, source: SourceFace) -> None:
+        """The source photo's pose, mesh and skin maps, made when it is loaded (its mirror image's
+        only when a turned target needs it)."""
+        self._view(source, False)
+
     @classmethod
     def _view(cls, source: SourceFace, mirrored: bool) -> _SourceView:
         key = "morph_view_mirror" if mirrored else "morph_view"
@@ -378,8 +383,8 @@ class MorphEngine:
         px = _gather(r, verts_s, v_tgt, view.visibility)
 
         def sample(img, xy, interp=cv2.INTER_LINEAR):
-            out = cv2.remap(img, xy[..., 0], xy[..., 1], interp, borderMode=cv2.BORDER_REFLECT101)
-            return np.clip(out.astype(np.float32), 0.0, 255.0)
+            out = cv2.remap(img, xy[..., 0], xy[..., 1], interp, borderMode=cv2.BORDER_REFLECT101).astype(np.float32)
+            return out if img.dtype == np.uint8 else np.clip(out, 0.0, 255.0)  # uint8 results are in range
 
         # One smooth hand-over from the side the source shows to its mirror side: never patches.
         mirror_w = _blur(np.clip((px.vis_mir - px.vis - MIRROR_MARGIN) / MIRROR_RAMP, 0.0, 1.0), 0.08 * zs)
