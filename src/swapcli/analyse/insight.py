@@ -33,6 +33,40 @@ def _silence_insightface() -> None:
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"insightface\..*")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"onnxruntime\..*")
+    _bare_package()
+
+
+def _bare_package() -> None:
+    """Make `import insightface.model_zoo` run the model zoo's code only. The package's own
+    __init__ imports its whole application stack (FaceAnalysis, liveness add-ons with
+    scipy.spatial, the mask renderer): about 0.3 s at every start of swapcli, for nothing
+    swapcli uses. The package entry is a plain namespace over insightface's folder instead;
+    when insightface was imported in full already, that one is used."""
+    import importlib.util
+    import sys
+    import types
+
+    if "insightface" in sys.modules:
+        return
+    spec = importlib.util.find_spec("insightface")
+    if spec is None or not spec.submodule_search_locations:
+        return  # not installed: the import below says so
+    package = types.ModuleType("insightface", "insightface's model zoo (swapcli loads it without the app stack)")
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__file__ = spec.origin
+    package.__spec__ = spec
+    sys.modules["insightface"] = package
+
+
+class _Probe(dict):
+    """What insightface's Landmark.get and ArcFaceONNX.get read and write on a face (attributes
+    that are dict entries too), without importing insightface.app for its Face class."""
+
+    def __getattr__(self, name: str):
+        return self.get(name)
+
+    def __setattr__(self, name: str, value) -> None:
+        self[name] = value
 
 
 class InsightAnalyser:
@@ -177,18 +211,14 @@ class InsightAnalyser:
         return faces
 
     def landmarks(self, image: np.ndarray, face: Face) -> np.ndarray:
-        from insightface.app.common import Face as InsightFace
-
-        model = self._load("2d106det")
-        pts = model.get(image, InsightFace(bbox=face.bbox, kps=face.kps, det_score=face.score))
-        face.landmarks = np.asarray(pts, dtype=np.float32)
-        return face.landmarks
+        return self.landmarks_many([(image, face)])[0]
 
     def landmarks_many(self, pairs: list[tuple[np.ndarray, Face]]) -> list[np.ndarray]:
         """106 points for many (image, face) pairs in one model call (faces of a whole batch of
-        frames); the same crop and decoding as insightface's Landmark.get, which runs one face."""
+        frames); the same crop and decoding as insightface's Landmark.get, which runs one face
+        (its crop matrix is composed here: insightface composes it with scikit-image, whose
+        import costs 0.1 s of every start)."""
         import cv2
-        from insightface.utils import face_align
 
         if not pairs:
             return []
@@ -196,10 +226,11 @@ class InsightAnalyser:
         side = model.input_size[0]
         crops, inverses = [], []
         for image, face in pairs:
-            x0, y0, x1, y1 = face.bbox
+            x0, y0, x1, y1 = (float(v) for v in face.bbox)
             scale = side / (max(x1 - x0, y1 - y0) * 1.5)
-            crop, m = face_align.transform(image, ((x0 + x1) / 2, (y0 + y1) / 2), side, scale, 0)
-            crops.append(crop)
+            m = np.array([[scale, 0.0, side / 2 - (x0 + x1) / 2 * scale],
+                          [0.0, scale, side / 2 - (y0 + y1) / 2 * scale]])
+            crops.append(cv2.warpAffine(image, m, (side, side), borderValue=0.0))
             inverses.append(cv2.invertAffineTransform(m))
         blob = cv2.dnn.blobFromImages(crops, 1.0 / model.input_std, (side, side),
                                       (model.input_mean,) * 3, swapRB=True)
@@ -214,10 +245,8 @@ class InsightAnalyser:
         return out
 
     def embed(self, image: np.ndarray, face: Face) -> np.ndarray:
-        from insightface.app.common import Face as InsightFace
-
         model = self._load("w600k_mbf")
-        vec = np.asarray(model.get(image, InsightFace(bbox=face.bbox, kps=face.kps)), dtype=np.float32)
+        vec = np.asarray(model.get(image, _Probe(bbox=face.bbox, kps=face.kps)), dtype=np.float32)
         face.embedding = vec / (np.linalg.norm(vec) + 1e-12)
         return face.embedding
 

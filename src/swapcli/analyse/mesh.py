@@ -157,7 +157,18 @@ def _enforce_edges(tris: list[list[int]], pts: np.ndarray, edges) -> list[list[i
 
 @lru_cache(maxsize=1)
 def triangles() -> np.ndarray:
-    """(T, 3) vertex indices, counter-clockwise in the layout (image y down)."""
+    """(T, 3) vertex indices, counter-clockwise in the layout (image y down): `triangulate()`,
+    stored in analyse/mesh_triangles.py."""
+    from swapcli.analyse.mesh_triangles import TRIANGLES
+
+    tris = np.array(TRIANGLES, dtype=np.int64)
+    tris.setflags(write=False)
+    return tris
+
+
+def triangulate() -> np.ndarray:
+    """The layout's Delaunay triangulation with the eye and lip rings as edges (what
+    mesh_triangles.py stores)."""
     from scipy.spatial import Delaunay
 
     used = np.setdiff1d(np.arange(N_VERTS), UNUSED)
