@@ -152,3 +152,43 @@ def test_ghost_device_normalisation_matches_host():
     assert np.allclose(x.numpy(), to_tensor(crops, "tanh"), atol=1e-6)
     y = np.tanh(np.random.default_rng(1).standard_normal((3, 3, 16, 16))).astype(np.float32) * 1.1
     assert np.allclose(crops_from_device(torch.from_numpy(y)), from_tensor(y, "tanh"), atol=1e-3)
+
+
+def test_streamed_frames_equal_serial_with_a_tracks_mask_rule(swapper):
+    """`swapcli video` swaps the embedded engine's frames on several threads (Swapper.streaming);
+    a track's mask rule is fed each frame's outline offset, so its calls must keep frame order
+    even when a later frame is done first (here: 6-face frames between 1-face frames). The frames
+    and the rule's state equal the serial run's."""
+    from swapcli.select.tracking import MaskSmoother
+
+    sources = swapper.load_sources([PHOTOS["gdp"]])
+    crowd, single = read_image(PHOTOS["t1"]).bgr, read_image(PHOTOS["yaoming"]).bgr
+    frames = [np.ascontiguousarray(np.roll(crowd if i % 2 == 0 else single, 4 * i, axis=1)) for i in range(6)]
+    faces = [swapper.detect(f) for f in frames]
+
+    def run(sw: Swapper):
+        smoother, calls = MaskSmoother(), []
+
+        def at(t: float):
+            def params(offset=None):
+                calls.append(t)
+                if offset is not None:
+                    smoother.update(offset, t)
+                return smoother.params()
+            return params
+
+        out = [f.copy() for f in frames]
+        with sw.streaming():
+            threaded = sw._pool is not None
+            reports = sw.swap_frames([(o, [FaceJob(_fresh(x), sources, at(i / 25)) for x in found])
+                                      for i, (o, found) in enumerate(zip(out, faces))])
+        return out, [[r.blend.params for r in frame] for frame in reports], calls, threaded
+
+    serial = run(swapper)
+    streamed = run(Swapper(EngineOptions(stream=True, threads=2)))
+    assert not serial[3] and streamed[3]  # the second run really used the frame threads
+    assert len(streamed[2]) == 6 * 3 + 3 and streamed[2] == sorted(streamed[2]) == serial[2]
+    assert serial[1] == streamed[1]
+    for a, b, original in zip(serial[0], streamed[0], frames):
+        assert np.array_equal(a, b)
+        assert np.abs(a.astype(int) - original).max() > 50

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -13,7 +14,7 @@ import numpy as np
 
 from swapcli.analyse.face import Face
 from swapcli.analyse.insight import AnalyserOptions, InsightAnalyser
-from swapcli.blend.ghost_mask import MaskParams
+from swapcli.blend.ghost_mask import MaskParams, params_for
 from swapcli.blend.masks import FaceMask, Masker
 from swapcli.blend.paste import BlendInfo, blend, generated_landmarks
 from swapcli.core.errors import NoFaceError
@@ -91,6 +92,32 @@ def find_faces(analyser: InsightAnalyser, image: np.ndarray, det_size: int) -> F
 
 def retry_sizes(det_size: int) -> list[int]:
     return [s for s in RETRY_DET_SIZES if s < det_size]
+
+
+class InOrder:
+    """Lets frames swapped on several threads call their tracks' mask rules in frame order: frame
+    i's first call waits until frame i-1 has made its last one (or has ended, whatever happened).
+    Frames are started in order, so no frame ever waits for a later one."""
+
+    def __init__(self, frames: int) -> None:
+        self._done = [threading.Event() for _ in range(frames)]
+
+    def gate(self, i: int, last: bool, params: Callable[[float], MaskParams] | None) -> Callable[[float], MaskParams]:
+        rule = params or params_for
+
+        def ordered(offset: float) -> MaskParams:
+            if i > 0:
+                self._done[i - 1].wait()
+            try:
+                return rule(offset)
+            finally:
+                if last:
+                    self._done[i].set()
+
+        return ordered
+
+    def done(self, i: int) -> None:
+        self._done[i].set()
 
 
 def frame_workers(threads: int = 0) -> int:
@@ -215,10 +242,23 @@ class Swapper:
         output equals swapping frame by frame: a batch only changes how work is grouped.
         An engine that works on the host (the embedded one: numpy and OpenCV, which release the
         GIL) has no model call to batch: inside `streaming()` its frames are swapped on threads.
+        A track's mask rule (FaceJob.params) keeps state that each blend feeds in turn, so those
+        calls still happen in frame order (see InOrder); everything else overlaps.
         """
-        if self._pool is not None and len(frames) > 1:
-            return list(self._pool.map(lambda one: self._swap_frames([one])[0], frames))
-        return self._swap_frames(frames)
+        if self._pool is None or len(frames) <= 1:
+            return self._swap_frames(frames)
+        order = InOrder(len(frames))
+
+        def one(i: int) -> list[FaceReport]:
+            frame, jobs = frames[i]
+            try:
+                gated = [FaceJob(job.face, job.sources, order.gate(i, k == len(jobs) - 1, job.params))
+                         for k, job in enumerate(jobs)]
+                return self._swap_frames([(frame, gated)])[0]
+            finally:
+                order.done(i)
+
+        return list(self._pool.map(one, range(len(frames))))
 
     @contextlib.contextmanager
     def streaming(self) -> Iterator[None]:
