@@ -8,18 +8,52 @@ tolerance (shading moves it), chroma a narrow one; in a greyscale photo only lig
 
 from __future__ import annotations
 
+import atexit
+import threading
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 
+_LAB_READY = threading.Event()
+_LAB_WARMING: list[threading.Thread] = []
+
+
+def warm_lab() -> None:
+    """Build OpenCV's CIELAB tables on a background thread now: its first float conversion
+    spends about 90 ms on them, which then overlaps model loading instead of delaying the first
+    face. to_lab / from_lab wait for it (the tables' first build is not thread-safe)."""
+    if _LAB_WARMING or _LAB_READY.is_set():
+        return
+
+    def build() -> None:
+        try:
+            cv2.cvtColor(np.zeros((1, 1, 3), np.float32), cv2.COLOR_BGR2LAB)
+        finally:
+            _LAB_READY.set()
+
+    thread = threading.Thread(target=build, name="swapcli-lab-tables", daemon=True)
+    _LAB_WARMING.append(thread)
+    thread.start()
+    # A process that ends while OpenCV builds them is aborted by the C++ runtime (exit -6):
+    # a quick error exit waits for the build.
+    atexit.register(thread.join)
+
+
+def _lab_ready() -> None:
+    if _LAB_WARMING and not _LAB_READY.is_set():
+        _LAB_READY.wait()
+
+
 def to_lab(bgr: np.ndarray) -> np.ndarray:
     """float32 CIELAB (L 0..100, a/b about -128..127) of a BGR image in 0..255 (any dtype)."""
+    _lab_ready()
     return cv2.cvtColor(np.asarray(bgr, dtype=np.float32) * (1.0 / 255.0), cv2.COLOR_BGR2LAB)
 
 
 def from_lab(lab: np.ndarray) -> np.ndarray:
+    _lab_ready()
     return cv2.cvtColor(np.asarray(lab, dtype=np.float32), cv2.COLOR_LAB2BGR) * 255.0
 
 

@@ -38,6 +38,7 @@ from swapcli.analyse.skin import (
     from_lab,
     skin_map,
     to_lab,
+    warm_lab,
 )
 from swapcli.blend.occlusion import COLOUR_TOL
 from swapcli.core.geometry import soft_mean
@@ -299,6 +300,7 @@ class MorphEngine:
 
     def __init__(self, colour: bool = True) -> None:
         self.colour = colour
+        warm_lab()  # while the models load
 
     _lock = threading.Lock()  # a source's views are made once, whichever thread asks first
 
