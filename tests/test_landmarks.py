@@ -40,3 +40,18 @@ def test_mouth_opening_scale(analyser, photos):
     image = read_image(photos["gdp"]).bgr
     values = [mouth_opening(analyser.landmarks(image, f)) for f in analyser.detect(image) if f.size >= 60]
     assert all(0 <= v < 0.5 for v in values)
+
+
+def test_landmarks_equal_insightfaces_own(analyser, photos):
+    """swapcli composes the landmark crop itself (no scikit-image at start-up): the points are
+    insightface's Landmark.get's within float rounding."""
+    from swapcli.analyse.insight import _Probe
+
+    image = read_image(photos["t1"]).bgr
+    faces = analyser.detect(image)
+    model = analyser._load("2d106det")
+    assert len(faces) == 6
+    for face in faces:
+        ours = analyser.landmarks(image, face)
+        theirs = model.get(image, _Probe(bbox=face.bbox, kps=face.kps, det_score=face.score))
+        assert np.abs(ours - theirs).max() < 0.01
