@@ -166,7 +166,8 @@ def _batch(flags: SwapFlags, *, source, inputs, output_dir, recursive, pattern, 
         log.warning("--device %s: %d worker(s) use only %s", flags.device, n_workers, ", ".join(devices[:n_workers]))
     settings = pb.BatchSettings(
         sources=tuple(str(p) for p in source_paths),
-        engine=dataclasses.replace(flags.engine_options(devices[0]), stream=True),  # videos: frames on threads
+        # videos: their frames on threads, each model on one thread (images alone keep threaded models)
+        engine=dataclasses.replace(flags.engine_options(devices[0]), stream=any(t.kind == "video" for t in todo)),
         select=flags.select_options(),
         output=flags.output_options(),
         video=VideoOptions(crf=flags.crf, preset=flags.preset, codec=flags.codec, batch=flags.batch_frames,
