@@ -391,9 +391,11 @@ class MorphEngine:
         # One smooth hand-over from the side the source shows to its mirror side: never patches.
         mirror_w = _blur(np.clip((px.vis_mir - px.vis - MIRROR_MARGIN) / MIRROR_RAMP, 0.0, 1.0), 0.08 * zs)
         mw = mirror_w[..., None]
+        mirrored_any = bool(mirror_w.any())  # no mirror side anywhere (most faces): its samples are skipped
         src_small, frame_small = _for_grid(view.image, view.pose.scale, zs), _for_grid(frame, scale, zs)
-        src_img = sample(src_small.image, src_small.to(px.src)) * (1 - mw) + \
-            sample(src_small.image, src_small.to(px.mir)) * mw
+        src_img = sample(src_small.image, src_small.to(px.src))
+        if mirrored_any:
+            src_img = src_img * (1 - mw) + sample(src_small.image, src_small.to(px.mir)) * mw
         t_warp = sample(frame_small.image, frame_small.to(px.tgt))
 
         # What the source shows that is not skin where skin belongs (a fringe, frames, hair) is
@@ -404,7 +406,9 @@ class MorphEngine:
         def seen_as(skin):  # a source skin map seen through the mesh, own and mirror side mixed
             if skin is None:
                 return np.ones((hz, wz), np.float32)
-            ok = skin.sample(px.src) * (1 - mirror_w) + skin.sample(px.mir) * mirror_w
+            ok = skin.sample(px.src)
+            if mirrored_any:
+                ok = ok * (1 - mirror_w) + skin.sample(px.mir) * mirror_w
             return _blur(np.where(expect, ok, 1.0), 0.02 * zs)
 
         upper = _blur(px.uv[..., 1] < mesh.UV[80, 1], 0.04 * zs)
