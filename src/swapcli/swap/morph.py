@@ -251,22 +251,36 @@ class _Pyramid:
 
     image: np.ndarray
     factor: float  # level pixels per full-image pixel
+    origin: tuple[int, int] = (0, 0)  # full-image pixel at the level's (0, 0) corner (a crop's)
 
     def to(self, xy: np.ndarray) -> np.ndarray:
         """Full-image positions as positions in this level (cv2 pixel centres)."""
-        if self.factor == 1.0:
+        if self.factor == 1.0 and self.origin == (0, 0):
             return xy
-        return ((xy + 0.5) * self.factor - 0.5).astype(np.float32)
+        return ((xy - np.array(self.origin, np.float32) + 0.5) * self.factor - 0.5).astype(np.float32)
 
 
-def _for_grid(image: np.ndarray, image_scale: float, grid_scale: float) -> _Pyramid:
+def _for_grid(image: np.ndarray, image_scale: float, grid_scale: float,
+              box: tuple[int, int, int, int] | None = None) -> _Pyramid:
     """Shrink an image by halves while the grid samples it at least twice as coarsely, so
-    sampling a big face on the small grid does not alias."""
-    factor = 1.0
-    while image_scale * factor > 2.0 * grid_scale and min(image.shape[:2]) > 32:
+    sampling a big face on the small grid does not alias. With `box` (x0, y0, x1, y1, the only
+    part sampled) just a crop around it is shrunk: cut on the pyramid's pixel grid with a margin,
+    its levels equal the whole image's there."""
+    levels, h, w = 0, image.shape[0], image.shape[1]
+    while image_scale * 0.5 ** levels > 2.0 * grid_scale and min(h, w) > 32:
+        levels, h, w = levels + 1, (h + 1) // 2, (w + 1) // 2
+    if levels == 0:
+        return _Pyramid(image, 1.0)
+    origin = (0, 0)
+    if box is not None:
+        step, margin = 1 << levels, 8 << levels
+        x0 = max(0, (box[0] - margin) // step * step)
+        y0 = max(0, (box[1] - margin) // step * step)
+        image = image[y0:min(image.shape[0], box[3] + margin), x0:min(image.shape[1], box[2] + margin)]
+        origin = (x0, y0)
+    for _ in range(levels):
         image = cv2.pyrDown(image)
-        factor *= 0.5
-    return _Pyramid(image, factor)
+    return _Pyramid(image, 0.5 ** levels, origin)
 
 
 @dataclass
@@ -392,7 +406,7 @@ class MorphEngine:
         mirror_w = _blur(np.clip((px.vis_mir - px.vis - MIRROR_MARGIN) / MIRROR_RAMP, 0.0, 1.0), 0.08 * zs)
         mw = mirror_w[..., None]
         mirrored_any = bool(mirror_w.any())  # no mirror side anywhere (most faces): its samples are skipped
-        src_small, frame_small = _for_grid(view.image, view.pose.scale, zs), _for_grid(frame, scale, zs)
+        src_small, frame_small = _for_grid(view.image, view.pose.scale, zs), _for_grid(frame, scale, zs, (x0, y0, x1, y1))
         src_img = sample(src_small.image, src_small.to(px.src))
         if mirrored_any:
             src_img = src_img * (1 - mw) + sample(src_small.image, src_small.to(px.mir)) * mw
