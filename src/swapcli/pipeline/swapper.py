@@ -97,27 +97,53 @@ def retry_sizes(det_size: int) -> list[int]:
 class InOrder:
     """Lets frames swapped on several threads call their tracks' mask rules in frame order: frame
     i's first call waits until frame i-1 has made its last one (or has ended, whatever happened).
-    Frames are started in order, so no frame ever waits for a later one."""
+    Frames are numbered and started in order, so no frame ever waits for a later one. Only the
+    frames not yet done below the newest keep an event."""
 
-    def __init__(self, frames: int) -> None:
-        self._done = [threading.Event() for _ in range(frames)]
+    def __init__(self) -> None:
+        self._events: dict[int, threading.Event] = {}
+        self._finished: set[int] = set()
+        self._low = 0  # every frame below this one is done
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def number(self) -> int:
+        """The next frame's number (call in frame order, on one thread)."""
+        i, self._next = self._next, self._next + 1
+        return i
+
+    def wait(self, i: int) -> None:
+        with self._lock:
+            if i < max(self._low, 0) or i in self._finished:
+                return
+            event = self._events.setdefault(i, threading.Event())
+        event.wait()
+
+    def done(self, i: int) -> None:
+        with self._lock:
+            if i < self._low or i in self._finished:
+                return
+            self._finished.add(i)
+            event = self._events.pop(i, None)
+            while self._low in self._finished:
+                self._finished.discard(self._low)
+                self._low += 1
+        if event is not None:
+            event.set()
 
     def gate(self, i: int, last: bool, params: Callable[[float], MaskParams] | None) -> Callable[[float], MaskParams]:
         rule = params or params_for
 
         def ordered(offset: float) -> MaskParams:
             if i > 0:
-                self._done[i - 1].wait()
+                self.wait(i - 1)
             try:
                 return rule(offset)
             finally:
                 if last:
-                    self._done[i].set()
+                    self.done(i)
 
         return ordered
-
-    def done(self, i: int) -> None:
-        self._done[i].set()
 
 
 def frame_workers(threads: int = 0) -> int:
@@ -144,6 +170,7 @@ class Swapper:
         self.masker = Masker(o.mask_plan(), o.device, o.session_threads, o.weights_dir)  # same device as the engine
         self._pose_warned = False
         self._pool = None  # frame threads of a host engine while streaming()
+        self._order: InOrder | None = None  # ... and the frame order their mask rules keep
         self.found_by: dict[str, FoundBy] = {}  # photos whose faces only a smaller detector size found
 
 
@@ -247,18 +274,24 @@ class Swapper:
         """
         if self._pool is None or len(frames) <= 1:
             return self._swap_frames(frames)
-        order = InOrder(len(frames))
+        return [future.result() for future in self.submit_frames(frames)]
 
-        def one(i: int) -> list[FaceReport]:
-            frame, jobs = frames[i]
+    def submit_frames(self, frames: Sequence[tuple[np.ndarray, Sequence[FaceJob]]]) -> list:
+        """Inside `streaming()` with frame threads: start swapping these frames, which follow every
+        frame submitted before (their mask rules keep that order); one Future of reports a frame."""
+        assert self._pool is not None and self._order is not None, "submit_frames needs frame threads"
+        order = self._order
+
+        def one(i: int, frame: np.ndarray, jobs: Sequence[FaceJob]) -> list[FaceReport]:
             try:
                 gated = [FaceJob(job.face, job.sources, order.gate(i, k == len(jobs) - 1, job.params))
                          for k, job in enumerate(jobs)]
                 return self._swap_frames([(frame, gated)])[0]
-            finally:
+            finally:  # a frame is done once the frames before it are (one without faces too)
+                order.wait(i - 1)
                 order.done(i)
 
-        return list(self._pool.map(one, range(len(frames))))
+        return [self._pool.submit(one, order.number(), frame, jobs) for frame, jobs in frames]
 
     @contextlib.contextmanager
     def streaming(self) -> Iterator[None]:
@@ -276,10 +309,11 @@ class Swapper:
         before = cv2.getNumThreads()
         cv2.setNumThreads(1)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="swapcli-swap")
+        self._order = InOrder()
         try:
             yield
         finally:
-            pool, self._pool = self._pool, None
+            pool, self._pool, self._order = self._pool, None, None
             pool.shutdown(wait=True, cancel_futures=True)
             cv2.setNumThreads(before)
 
