@@ -311,12 +311,11 @@ class MorphEngine:
     name = "morph"
     uses_embedding = False
     host_only = True  # numpy and OpenCV on the host: frames may be swapped on several threads
+    _lock = threading.Lock()  # a source's views are made once, whichever thread asks first
 
     def __init__(self, colour: bool = True) -> None:
         self.colour = colour
         warm_lab()  # while the models load
-
-    _lock = threading.Lock()  # a source's views are made once, whichever thread asks first
 
     def prepare(self, source: SourceFace) -> None:
         """The source photo's pose, mesh and skin maps, made when it is loaded (its mirror image's
