@@ -245,3 +245,24 @@ def test_option_errors_are_one_line(args, message):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("swapcli: error: "), proc.stderr
     assert message in proc.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="die_with_parent is Linux only")
+def test_ctrl_c_while_a_child_is_spawned_stops_and_kills_it(monkeypatch):
+    """A Ctrl-C that arrives while ffmpeg is being forked was swallowed by CPython's at-fork
+    handlers (the run went on and exited 0): now it is held over the fork, raised right after,
+    and the new child is killed."""
+    from swapcli.core import ffmpeg as ff
+
+    real, children = subprocess.Popen, []
+
+    def popen_then_ctrl_c(*args, **kwargs):
+        child = real(*args, **kwargs)
+        children.append(child)
+        os.kill(os.getpid(), signal.SIGINT)  # as if it came during the fork
+        return child
+
+    monkeypatch.setattr(ff.subprocess, "Popen", popen_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        ff.spawn([sys.executable, "-c", "import time; time.sleep(30)"])
+    assert len(children) == 1 and children[0].poll() is not None  # killed and reaped

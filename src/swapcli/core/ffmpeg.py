@@ -150,16 +150,61 @@ def die_with_parent() -> Callable[[], None] | None:
     return hook
 
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+def _signals_checked() -> None:
+    """A Python call: signals that arrived meanwhile are handled on entering it."""
+
+
+def spawn(args: Sequence[str], **kwargs) -> subprocess.Popen:
+    """Popen in a new session that dies with us (see die_with_parent).
+
+    A preexec hook makes CPython run its at-fork handlers in the parent (logging's lock release);
+    a Ctrl-C raised inside one is swallowed ("Exception ignored in _releaseLock") and the run went
+    on to exit 0. So SIGINT and SIGTERM are held while forking (the child gets the old mask back
+    before exec) and handled right after, the new child killed if they stop us."""
+    hook = die_with_parent()
+    if hook is None:
+        return subprocess.Popen(list(args), start_new_session=True, **kwargs)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+
+    def child() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        hook()
+
+    proc = None
+    try:
+        proc = subprocess.Popen(list(args), start_new_session=True, preexec_fn=child, **kwargs)
+    finally:
+        try:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            _signals_checked()
+        except BaseException:
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+            raise
+    return proc
+
+
 def run(args: Sequence[str], *, check: bool = True, timeout: float | None = None,
         error: type[SwapcliError] = SwapcliError, what: str = "ffmpeg") -> subprocess.CompletedProcess[str]:
     """Run to completion and capture text output; the child is killed if we are interrupted."""
     try:
-        proc = subprocess.run(list(args), stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-                              timeout=timeout, start_new_session=True, preexec_fn=die_with_parent())
+        with spawn(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                   errors="replace") as child:
+            try:
+                out, err = child.communicate(timeout=timeout)
+            except BaseException:  # a timeout, Ctrl-C: the child goes too
+                child.kill()
+                child.wait()
+                raise
     except OSError as exc:  # missing, not executable, ...
         raise SwapcliError(f"cannot run ffmpeg ({args[0]}): {exc.strerror}") from exc
     except subprocess.TimeoutExpired as exc:
         raise error(f"{what} timed out after {timeout:.0f} s") from exc
+    proc = subprocess.CompletedProcess(child.args, child.returncode, out, err)
     if check and proc.returncode != 0:
         raise error(f"{what} failed: {last_error_line(proc.stderr)}")
     return proc
@@ -178,14 +223,17 @@ class Process:
         self._tail: deque[str] = deque(maxlen=100)
         self._on_line = on_line  # also sees every stderr line (swapcli live parses the header)
         try:
-            self.popen = subprocess.Popen(
-                self.args, stdin=subprocess.DEVNULL if stdin is None else stdin,
-                stdout=subprocess.DEVNULL if stdout is None else stdout,
-                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent())
+            self.popen = spawn(self.args, stdin=subprocess.DEVNULL if stdin is None else stdin,
+                               stdout=subprocess.DEVNULL if stdout is None else stdout, stderr=subprocess.PIPE)
         except OSError as exc:
             raise SwapcliError(f"cannot run ffmpeg ({self.args[0]}): {exc.strerror}") from exc
         self._stderr_thread = threading.Thread(target=self._drain, name="ffmpeg-stderr", daemon=True)
-        self._stderr_thread.start()
+        try:
+            self._stderr_thread.start()
+        except BaseException:  # stopped right here: nobody else holds the child to kill it
+            self.popen.kill()
+            self.popen.wait()
+            raise
 
     def _drain(self) -> None:
         assert self.popen.stderr is not None
