@@ -83,3 +83,16 @@ def providers_for(device: str) -> list:
         "trt_engine_cache_path": str(tensorrt_cache_dir()),
     }
     return [(TENSORRT, trt), (CUDA, {"device_id": device_id}), CPU]
+
+
+def share_cores(threads: int) -> None:
+    """A worker given `threads` cores (batch -j, a --device list, a cluster slot) keeps OpenCV to
+    them too; onnxruntime's sessions get the same number (EngineOptions.session_threads)."""
+    if not threads:
+        return
+    try:
+        import cv2
+
+        cv2.setNumThreads(threads)
+    except Exception:  # noqa: BLE001 - a missing or odd OpenCV only loses the limit
+        pass

@@ -62,6 +62,7 @@ try:
 except ImportError:  # not POSIX: no flock, so the manifest is only appended to, never compacted
     fcntl = None  # type: ignore[assignment]
 
+from swapcli.core.device import share_cores
 from swapcli.core.errors import (
     EXIT_FAILURE,
     EXIT_NO_FACE,
@@ -904,11 +905,7 @@ def make_worker(settings: BatchSettings, paths: Callable[[str], str] = _executor
     """The executor's factory: one Worker per slot (``paths`` maps the driver's files on a cluster)."""
     import dataclasses
 
-    if settings.engine.threads:  # share the cores: onnxruntime would otherwise start one thread per core
-        with contextlib.suppress(Exception):
-            import cv2
-
-            cv2.setNumThreads(settings.engine.threads)
+    share_cores(settings.engine.threads)  # onnxruntime would otherwise start one thread per core
     settings = dataclasses.replace(settings, sources=tuple(paths(p) for p in settings.sources),
                                    reference=paths(settings.reference) if settings.reference else None)
     return BatchApp(Worker(settings))

@@ -52,7 +52,6 @@ Video (:func:`swap_video_split`)
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -62,6 +61,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from swapcli.core.device import share_cores
 from swapcli.core.errors import OutputError, SwapcliError, UsageError
 from swapcli.core.options import EngineOptions, OutputOptions, SelectOptions
 from swapcli.pipeline import executor as _executor
@@ -180,11 +180,7 @@ def make_segment_worker(setup: SegmentSetup, paths: Callable[[str], str] = _exec
     """The executor's factory: a Swapper on this slot's device, the sources analysed once."""
     from swapcli.pipeline.swapper import Swapper
 
-    if setup.engine.threads:
-        with contextlib.suppress(Exception):
-            import cv2
-
-            cv2.setNumThreads(setup.engine.threads)
+    share_cores(setup.engine.threads)
     swapper = Swapper(setup.engine)
     groups = [swapper.load_sources([Path(paths(p)) for p in group]) for group in setup.groups]
     refs = [swapper.reference_embedding(Path(paths(p))) for p in setup.references] if setup.references else None
