@@ -250,8 +250,8 @@ def test_option_errors_are_one_line(args, message):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="die_with_parent is Linux only")
 def test_ctrl_c_while_a_child_is_spawned_stops_and_kills_it(monkeypatch):
     """A Ctrl-C that arrives while ffmpeg is being forked was swallowed by CPython's at-fork
-    handlers (the run went on and exited 0): now it is held over the fork, raised right after,
-    and the new child is killed."""
+    handlers (the run went on and exited 0): now it is recorded over the fork, raised right
+    after, and the new child is killed."""
     from swapcli.core import ffmpeg as ff
 
     real, children = subprocess.Popen, []
@@ -259,7 +259,7 @@ def test_ctrl_c_while_a_child_is_spawned_stops_and_kills_it(monkeypatch):
     def popen_then_ctrl_c(*args, **kwargs):
         child = real(*args, **kwargs)
         children.append(child)
-        os.kill(os.getpid(), signal.SIGINT)  # as if it came during the fork
+        signal.raise_signal(signal.SIGINT)  # as if it came during the fork
         return child
 
     monkeypatch.setattr(ff.subprocess, "Popen", popen_then_ctrl_c)

@@ -150,7 +150,7 @@ def die_with_parent() -> Callable[[], None] | None:
     return hook
 
 
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def _signals_checked() -> None:
@@ -160,31 +160,33 @@ def _signals_checked() -> None:
 def spawn(args: Sequence[str], **kwargs) -> subprocess.Popen:
     """Popen in a new session that dies with us (see die_with_parent).
 
-    A preexec hook makes CPython run its at-fork handlers in the parent (logging's lock release);
-    a Ctrl-C raised inside one is swallowed ("Exception ignored in _releaseLock") and the run went
-    on to exit 0. So SIGINT and SIGTERM are held while forking (the child gets the old mask back
-    before exec) and handled right after, the new child killed if they stop us."""
+    A preexec hook makes CPython run its at-fork handlers in the parent (logging's lock release),
+    and a KeyboardInterrupt raised in one is swallowed ("Exception ignored in _releaseLock"): a
+    Ctrl-C there was lost and the run went on to exit 0. Masking the signal does not help (another
+    thread receives it and the main thread still runs the handler inside the fork), so for the
+    fork the handlers only record SIGINT and SIGTERM; a recorded one is then handled as usual,
+    after the new child is killed."""
     hook = die_with_parent()
     if hook is None:
         return subprocess.Popen(list(args), start_new_session=True, **kwargs)
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-
-    def child() -> None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-        hook()
-
+    held: list[int] = []
+    before = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in _STOP_SIGNALS}
     proc = None
     try:
-        proc = subprocess.Popen(list(args), start_new_session=True, preexec_fn=child, **kwargs)
+        proc = subprocess.Popen(list(args), start_new_session=True, preexec_fn=hook, **kwargs)
     finally:
-        try:
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
-            _signals_checked()
-        except BaseException:
+        _signals_checked()  # one that came in the last instant is recorded too
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        if held:
             if proc is not None:
                 proc.kill()
                 proc.wait()
-            raise
+            handler = before[held[0]]
+            if callable(handler):
+                handler(held[0], None)  # Ctrl-C: KeyboardInterrupt; swapcli's SIGTERM handler likewise
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(held[0])
     return proc
 
 
