@@ -15,13 +15,15 @@ def test_exclusive_clock_subtracts_nested_stages():
     from swapcli.evaluate.bench import ExclusiveClock
 
     ticks = iter([0.0, 0.010, 0.060, 0.070, 0.100, 0.103])  # seconds read by the clock, in order
-    clock = ExclusiveClock(timer=lambda: next(ticks))
+    cpu = iter([0.0, 0.005, 0.025, 0.030, 0.040, 0.041])
+    clock = ExclusiveClock(timer=lambda: next(ticks), cpu_timer=lambda: next(cpu))
     with clock("outer"):  # 0.000 .. 0.070
         with clock("inner"):  # 0.010 .. 0.060
             pass
     with clock("inner"):  # 0.100 .. 0.103
         pass
     assert clock.timings.ms == pytest.approx({"outer": 20.0, "inner": 53.0})
+    assert clock.cpu.ms == pytest.approx({"outer": 10.0, "inner": 21.0})
 
 
 def test_bad_faces_exit_2():
@@ -46,3 +48,6 @@ def test_bench_480p_json():
     assert r["peak_rss_mb"]["swapcli"] > 50
     assert r["peak_rss_mb"]["ffmpeg_decode"] > 0 and r["peak_rss_mb"]["ffmpeg_encode"] > 0
     assert r["ffmpeg_cpu_ms_per_frame"]["encode"] > 0
+    assert r["cpu_ms_per_frame"] > 0
+    assert set(r["stages_cpu_ms_per_frame"]) <= set(r["stages_ms_per_frame"])
+    assert r["stages_cpu_ms_per_frame"]["swap"] > 0

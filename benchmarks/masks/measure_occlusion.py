@@ -133,7 +133,7 @@ def masked_one(image, t, texture, analyser) -> dict:
     m = alpha[y0:y1, x0:x1]
     found = float((occ & exp & m).sum() / max(1, (exp & m).sum()))
     fp = float((occ & exp & ~m).sum() / max(1, (exp & ~m).sum()))
-    return {"found": round(found, 3), "fp": round(fp, 3), "ms": t_ms, "covered_zone": bool((face.extra.get("skin_zones") or {}).get("covered"))}
+    return {"found": round(found, 3), "fp": round(fp, 3), "ms": t_ms, "covered_zone": bool((face.cache.get("skin_zones") or {}).get("covered"))}
 
 
 def masked(data, analyser) -> dict:

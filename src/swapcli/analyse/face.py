@@ -26,6 +26,10 @@ class Face:
     landmarks: np.ndarray | None = None  # (106, 2)
     embedding: np.ndarray | None = None  # (512,), L2-normalised
     extra: dict = field(default_factory=dict)
+    # What was worked out from this face's landmarks and the picture it was found in (its 3D pose,
+    # skin model and maps): never carried over to another Face, even one made from this one (a
+    # track's face moved over a missed frame is somewhere else, in another picture).
+    cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def width(self) -> float:

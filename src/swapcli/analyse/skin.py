@@ -128,10 +128,10 @@ def face_pose(face):
     """The 3D head pose fitted to a face's 106 landmarks (cached on the face)."""
     from swapcli.analyse import mesh
 
-    pose = face.extra.get("pose3d")
+    pose = face.cache.get("pose3d")
     if pose is None:
         pose = mesh.fit_pose(face.landmarks)
-        face.extra["pose3d"] = pose
+        face.cache["pose3d"] = pose
     return pose
 
 
@@ -170,8 +170,8 @@ class FacePatch:
 
 def face_patch(image: np.ndarray, face) -> FacePatch | None:
     """The face's patch (cached on the face); None when the face has no area in the picture."""
-    if "patch" in face.extra:
-        return face.extra["patch"]
+    if "patch" in face.cache:
+        return face.cache["patch"]
     from swapcli.analyse import mesh
     from swapcli.core.raster import rasterise
 
@@ -188,7 +188,7 @@ def face_patch(image: np.ndarray, face) -> FacePatch | None:
         verts = (mesh.place(face.landmarks, pose) - (x0, y0) + 0.5) * factor - 0.5
         raster = rasterise(verts, mesh.triangles(), crop.shape[:2], pose.depth(mesh.TEMPLATE))
         patch = FacePatch((x0, y0, x1, y1), factor, to_lab(crop), raster, pose)
-    face.extra["patch"] = patch
+    face.cache["patch"] = patch
     return patch
 
 
@@ -198,8 +198,8 @@ def face_skin(image: np.ndarray, face) -> SkinModel | None:
     The sure-skin zone (cheeks and nose) is checked against the skin above it (the band under the
     eyes and the bridge of the nose): where something covers the zone (a face mask, a scarf, a
     microphone), the model is learned from the skin that shows instead (see covered_sure_zone)."""
-    if "skin" in face.extra:
-        return face.extra["skin"]
+    if "skin" in face.cache:
+        return face.cache["skin"]
     patch = face_patch(image, face)
     model = None
     if patch is not None:
@@ -208,9 +208,9 @@ def face_skin(image: np.ndarray, face) -> SkinModel | None:
         model = fit_skin(patch.lab[sel])
         if model is not None:
             found = covered_sure_zone(patch, sel, model)
-            face.extra["skin_zones"] = found[1]
+            face.cache["skin_zones"] = found[1]
             model = found[0] or model
-    face.extra["skin"] = model
+    face.cache["skin"] = model
     return model
 
 
@@ -364,8 +364,8 @@ def skin_map(image: np.ndarray, face, dark_limit: float | None = None, tol: floa
     no measurable skin."""
     limit = DARK_LIMIT if dark_limit is None else dark_limit
     key = f"skin_map:{limit:g}:{tol}"
-    if key in face.extra:
-        return face.extra[key]
+    if key in face.cache:
+        return face.cache[key]
     from swapcli.core.geometry import soft_mean
 
     model = face_skin(image, face)
@@ -384,7 +384,7 @@ def skin_map(image: np.ndarray, face, dark_limit: float | None = None, tol: floa
         dark = np.clip((lab[..., 0] - (local - limit)) / 8.0 + 0.5, 0.0, 1.0) if np.isfinite(limit) else 1.0
         values = decisive(np.minimum(colour, dark), max(1.0, NEIGHBOURHOOD * scale))
         out = SkinMap(patch, values.astype(np.float32))
-    face.extra[key] = out
+    face.cache[key] = out
     return out
 
 
@@ -393,19 +393,19 @@ def covered_zone_map(image: np.ndarray, face) -> SkinMap | None:
     within ZONE_L too), only for faces whose sure-skin zone was found covered (covered_sure_zone);
     None otherwise. A black or white mask in a photo with little colour differs from the skin in
     lightness alone, which skin_map tolerates (shading moves it). Cached on the face."""
-    if "zone_map" in face.extra:
-        return face.extra["zone_map"]
+    if "zone_map" in face.cache:
+        return face.cache["zone_map"]
     model = face_skin(image, face)
     out = None
-    if model is not None and face.extra.get("skin_zones", {}).get("covered"):
+    if model is not None and face.cache.get("skin_zones", {}).get("covered"):
         patch = face_patch(image, face)
         scale = patch.pose.scale * patch.factor
         x = shading_free(patch.lab).reshape(-1, 3)
         d_skin = _distance(model, x)
-        d_occluder = _distance(face.extra["skin_zones"]["occluder"], x)
+        d_occluder = _distance(face.cache["skin_zones"]["occluder"], x)
         # plainly unlike the skin, or more like what covers the zone than like the skin
         like = np.minimum(np.clip(2.0 - d_skin, 0.0, 1.0), np.clip(0.5 + d_occluder - d_skin, 0.0, 1.0))
         like = like.reshape(patch.lab.shape[:2])
         out = SkinMap(patch, decisive(like, max(1.0, NEIGHBOURHOOD * scale)).astype(np.float32))
-    face.extra["zone_map"] = out
+    face.cache["zone_map"] = out
     return out

@@ -21,8 +21,7 @@ import numpy as np
 
 from swapcli.analyse import mesh
 from swapcli.analyse.face import Face
-from swapcli.analyse.skin import WORK_IOD, covered_zone_map, face_pose, skin_map
-from swapcli.core.raster import rasterise
+from swapcli.analyse.skin import covered_zone_map, skin_map
 
 # Where skin is expected on every face (features and their dark rims are judged by their
 # neighbours; outside the outline is background, which no blend reaches).
@@ -39,33 +38,26 @@ COLOUR_TOL = 1.3  # colour tolerance of the skin test (tighter than for sources:
 def occlusion(frame: np.ndarray, face: Face, roi: tuple[int, int, int, int]) -> np.ndarray | None:
     """Float32 ROI-sized map: 1 where something covers the target face, 0 where its skin shows.
 
-    Judged on a grid where the eyes are at most WORK_IOD pixels apart, then enlarged. None when
-    the face has no measurable skin (then nothing is kept).
+    Judged on the face's patch (analyse.skin.face_patch: eyes at most WORK_IOD pixels apart, its
+    mesh already rasterised there, where the skin maps live), then moved into the ROI and
+    enlarged. None when the face has no measurable skin (then nothing is kept).
     """
     if face.landmarks is None:
         return None
     sm = skin_map(frame, face, tol=COLOUR_TOL)
     if sm is None:
         return None
-    x0, y0, x1, y1 = roi
-    h, w = y1 - y0, x1 - x0
-    pose = face_pose(face)
-    z = min(1.0, WORK_IOD / pose.scale)
-    hz, wz = max(2, int(round(h * z))), max(2, int(round(w * z)))
-    zoom = np.array([wz / w, hz / h])
-    scale = pose.scale * zoom[0]  # grid pixels per eye distance
-    verts = (mesh.place(face.landmarks, pose) - (x0, y0) + 0.5) * zoom - 0.5
-    r = rasterise(verts, mesh.triangles(), (hz, wz), pose.depth(mesh.TEMPLATE))
+    patch = sm.patch
+    r, pose = patch.raster, patch.pose
+    scale = pose.scale * patch.factor  # patch pixels per eye distance
     region = r.per_triangle(mesh.regions(), -1)
     expect = (np.isin(region, EXPECT_SKIN) & (r.gather(pose.visibility()) > 0.2)).astype(np.uint8)
     e = max(3, int(round(EDGE * scale)) | 1)
     expect = cv2.erode(expect, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (e, e))) > 0
-    ys, xs = np.mgrid[0:hz, 0:wz].astype(np.float32)
-    grid = np.dstack([(xs + 0.5) / zoom[0] - 0.5 + x0, (ys + 0.5) / zoom[1] - 0.5 + y0])
-    skin = sm.sample(grid)
+    skin = sm.values
     zm = covered_zone_map(frame, face)  # the sure-skin zone was covered: judged stricter as well
     if zm is not None:
-        skin = np.minimum(skin, zm.sample(grid))
+        skin = np.minimum(skin, zm.values)
     not_skin = (1.0 - skin) > 0.5
     hard = (not_skin & expect).astype(np.uint8)
     k = max(3, int(round(CLOSE * scale)) | 1)
@@ -89,4 +81,10 @@ def occlusion(frame: np.ndarray, face: Face, roi: tuple[int, int, int, int]) -> 
     g = max(3, int(round(GROW * scale)) | 1)
     hard = cv2.dilate(hard, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (g, g)))
     soft = cv2.GaussianBlur(hard.astype(np.float32), (0, 0), max(0.7, 0.015 * scale))
-    return cv2.resize(soft, (w, h), interpolation=cv2.INTER_LINEAR) if (hz, wz) != (h, w) else soft
+    # ROI pixel (u, v) is image pixel (x0 + u, y0 + v), which the patch shows at to_patch of it.
+    x0, y0, x1, y1 = roi
+    f = patch.factor
+    (px, py), = patch.to_patch(np.array([[x0, y0]], np.float32))
+    m = np.array([[f, 0.0, px], [0.0, f, py]], np.float64)
+    return cv2.warpAffine(soft, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)

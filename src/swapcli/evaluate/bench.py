@@ -57,26 +57,33 @@ class BenchOptions:
 
 
 class ExclusiveClock(Clock):
-    """A Clock whose stages exclude the time of stages nested inside them (per thread)."""
+    """A Clock whose stages exclude the time of stages nested inside them (per thread). It also
+    keeps each stage's CPU time on its own thread (`cpu`): wall time on 2 busy cores counts the
+    waits for a core and for the GIL, CPU time does not."""
 
-    def __init__(self, timings: Timings | None = None, timer: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, timings: Timings | None = None, timer: Callable[[], float] = time.perf_counter,
+                 cpu_timer: Callable[[], float] = time.thread_time) -> None:
         super().__init__(timings)
+        self.cpu = Timings()
         self._local = threading.local()
         self._timer = timer
+        self._cpu_timer = cpu_timer
 
     @contextlib.contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
         inner = self._local.__dict__.setdefault("inner", [])
-        start = self._timer()
-        inner.append(0.0)
+        start, cpu_start = self._timer(), self._cpu_timer()
+        inner.append([0.0, 0.0])
         try:
             yield
         finally:
-            elapsed = self._timer() - start
-            nested = inner.pop()
+            elapsed, cpu = self._timer() - start, self._cpu_timer() - cpu_start
+            nested, cpu_nested = inner.pop()
             self.timings.add(stage, elapsed - nested)
+            self.cpu.add(stage, cpu - cpu_nested)
             if inner:
-                inner[-1] += elapsed
+                inner[-1][0] += elapsed
+                inner[-1][1] += cpu
 
 
 class ProcessMonitor:
@@ -315,10 +322,13 @@ def run_bench(options: EngineOptions, bench: BenchOptions,
         on_gpu = "CUDAExecutionProvider" in providers or engine_device(swapper.engine, options.device) is not None
         gpu = GpuMonitor() if on_gpu else contextlib.nullcontext()
         say("swapping")
+        own = psutil.Process()
+        cpu0 = sum(own.cpu_times()[:2])
         with ProcessMonitor() as monitor, gpu:
             result = swap_video(swapper, [sources], clip, Path(tmp) / "swapped.mp4", select, video,
                                 OutputOptions(overwrite=True), inputs=[source_photo], progress=progress)
         seconds = result.seconds
+        cpu_self = sum(own.cpu_times()[:2]) - cpu0  # user + system of swapcli's threads, not its children
     frames = result.frames_written
     stages = clock.timings.ms
     ordered = [s for s in STAGE_ORDER if s in stages] + sorted(s for s in stages if s not in STAGE_ORDER)
@@ -361,6 +371,8 @@ def run_bench(options: EngineOptions, bench: BenchOptions,
         "stages_ms": stage_ms,
         "overlapped_ms": overlapped,
         "stages_ms_per_frame": {k: per(v) for k, v in stage_ms.items()},
+        "stages_cpu_ms_per_frame": {s: per(clock.cpu.ms[s]) for s in ordered if s in clock.cpu.ms},
+        "cpu_ms_per_frame": per(cpu_self * 1000),
         "ffmpeg_cpu_ms_per_frame": {"decode": per(dec_cpu * 1000), "encode": per(enc_cpu * 1000)},
         "peak_rss_mb": {"swapcli": _mb(max(monitor.peak_self, _peak_rss_self())),
                         "ffmpeg_decode": _mb(dec_rss), "ffmpeg_encode": _mb(enc_rss)},

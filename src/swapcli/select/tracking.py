@@ -301,7 +301,7 @@ class Track:
     mask: MaskSmoother
     embedding: np.ndarray | None = None  # running mean, L2-normalised; confident frames only (after the first)
     embed_count: int = 0
-    embed_hit: int = 0  # value of `hits` when the embedding was last updated
+    embed_t: float = 0.0  # time the embedding was last updated, seconds
     age: int = 1  # frames since the track was created (including misses)
     hits: int = 1  # frames it was detected in
     misses: int = 0  # consecutive frames without a detection
@@ -360,7 +360,7 @@ class Track:
             mean = (1.0 - w) * self.embedding + w * v
         self.embedding = (mean / (np.linalg.norm(mean) + 1e-12)).astype(np.float32)
         self.embed_count += 1
-        self.embed_hit = self.hits
+        self.embed_t = self.t
 
 
 class TrackedFace(NamedTuple):
@@ -456,8 +456,10 @@ class Tracker:
     velocity) gated at ``iou_threshold``, plus ``embed_weight * (1 - cosine)``
     when both sides have an embedding; a cosine below ``veto`` forbids the
     pair (a passer-by overlapping the subject). Embeddings are computed
-    lazily: for references, for selected tracks (every ``embed_every`` hits
-    once 3 samples exist, so lost tracks can be re-identified), for
+    lazily: for references, for selected tracks (once ``embed_refresh_s``
+    seconds once 3 samples exist, so lost tracks can be re-identified: the
+    embedder costs as much as the landmarks, and an identity does not change
+    between frames), for
     detections in ambiguous overlaps, and for unmatched detections while a
     lost track with an embedding exists (re-identification at cosine >=
     ``threshold``). Lost tracks with an embedding are kept ``keep_lost_s``
@@ -485,7 +487,7 @@ class Tracker:
         switch_frames: int = 8,
         embed_weight: float = 0.5,
         veto: float = 0.1,
-        embed_every: int = 5,
+        embed_refresh_s: float = 1.0,
         min_embed_score: float = 0.6,
         keep_lost_s: float = 3.0,
         min_hits: int = 1,
@@ -505,7 +507,7 @@ class Tracker:
         self.switch_frames = int(switch_frames)
         self.embed_weight = float(embed_weight)
         self.veto = float(veto)
-        self.embed_every = max(1, int(embed_every))
+        self.embed_refresh_s = float(embed_refresh_s)
         self.min_embed_score = float(min_embed_score)
         self.keep_lost_s = float(keep_lost_s)
         self.min_hits = max(1, int(min_hits))
@@ -713,7 +715,7 @@ class Tracker:
             return True
         if not self._confident(face):
             return False
-        return tr.embed_count < 3 or tr.hits + 1 - tr.embed_hit >= self.embed_every
+        return tr.embed_count < 3 or self.t - tr.embed_t >= self.embed_refresh_s
 
     # ------------------------------------------------------------------ track upkeep
 

@@ -74,6 +74,9 @@ MOUTH_KEEP_FROM, MOUTH_KEEP_RAMP = 1.5, 0.3
 # Unsharp amount per doubling of the source's enlargement (enlarging softens; grain matching
 # still blurs a face that ends up crisper than the photo).
 SHARPEN = 0.7
+# An enlarged source is rendered at this many pixels per source pixel (then enlarged to full
+# resolution, bicubic): it has no finer detail, and its colour work then costs a fraction.
+RENDER_DENSITY = 1.5
 
 
 def _width(points: np.ndarray, a: int, b: int) -> float:
@@ -483,16 +486,26 @@ class MorphEngine:
             return a if (hz, wz) == (h, w) else cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)
 
         grow = cv2.INTER_CUBIC if scale > 1.3 * view.pose.scale else cv2.INTER_LINEAR  # smooth enlarging
-        face_img = sample(view.image, full(px.src), grow)
+        # The source's pixels: rendered at RENDER_DENSITY samples per source pixel when it is
+        # enlarged more than that, then enlarged to full resolution.
+        r = min(1.0, RENDER_DENSITY * view.pose.scale / scale)
+        hr, wr = (h, w) if r > 0.85 else (max(2, int(round(h * r))), max(2, int(round(w * r))))
+
+        def mid(a):
+            return a if a.shape[:2] == (hr, wr) else cv2.resize(a, (wr, hr), interpolation=cv2.INTER_LINEAR)
+
+        face_img = sample(view.image, mid(px.src), grow)
         if mirror_w.max() > 1e-3:
-            m = full(mirror_w)[..., None]
-            face_img = face_img * (1 - m) + sample(view.image, full(px.mir), grow) * m
+            m = mid(mirror_w)[..., None]
+            face_img = face_img * (1 - m) + sample(view.image, mid(px.mir), grow) * m
         if paint is not None:
-            p = full(paint[..., 0])[..., None]
-            face_img = face_img * (1 - p) + full(fill) * p
-        t_full = sample(frame, full(px.tgt))
+            p = mid(paint[..., 0])[..., None]
+            face_img = face_img * (1 - p) + mid(fill) * p
         if fields is not None:
-            face_img = np.clip(from_lab(fields.resized((w, h)).apply(to_lab(face_img))), 0.0, 255.0)
+            face_img = np.clip(from_lab(fields.resized((wr, hr)).apply(to_lab(face_img))), 0.0, 255.0)
+        if (hr, wr) != (h, w):
+            face_img = np.clip(cv2.resize(face_img, (w, h), interpolation=cv2.INTER_CUBIC), 0.0, 255.0)
+        t_full = sample(frame, full(px.tgt))
         use = full(use_src)[..., None]
         image = t_full + (face_img - t_full) * use
         up = scale / view.pose.scale  # how much the source is enlarged: enlarging softens
