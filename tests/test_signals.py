@@ -266,3 +266,40 @@ def test_ctrl_c_while_a_child_is_spawned_stops_and_kills_it(monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         ff.spawn([sys.executable, "-c", "import time; time.sleep(30)"])
     assert len(children) == 1 and children[0].poll() is not None  # killed and reaped
+
+
+def test_a_clean_stop_signal_during_a_spawn_keeps_the_child(monkeypatch):
+    """`swapcli live` stops on Ctrl-C by finishing its file: a Ctrl-C during its encoder's fork
+    must reach that handler and leave the encoder running (it was killed, and the stop failed
+    with 'ffmpeg exit -9'); a second one still raises and kills."""
+    from swapcli.core import ffmpeg as ff
+
+    real, children, asked = subprocess.Popen, [], []
+
+    def popen_then(count):
+        def popen(*args, **kwargs):
+            child = real(*args, **kwargs)
+            children.append(child)
+            for _ in range(count):
+                signal.raise_signal(signal.SIGINT)
+            return child
+        return popen
+
+    def stop_cleanly(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+
+    previous = signal.signal(signal.SIGINT, stop_cleanly)
+    try:
+        monkeypatch.setattr(ff.subprocess, "Popen", popen_then(1))
+        child = ff.spawn([sys.executable, "-c", "import time; time.sleep(30)"])
+        assert asked == [signal.SIGINT] and child.poll() is None  # asked to stop, encoder alive
+        child.kill()
+        child.wait()
+        monkeypatch.setattr(ff.subprocess, "Popen", popen_then(1))
+        with pytest.raises(KeyboardInterrupt):  # the second Ctrl-C: stop now
+            ff.spawn([sys.executable, "-c", "import time; time.sleep(30)"])
+        assert children[-1].poll() is not None
+    finally:
+        signal.signal(signal.SIGINT, previous)

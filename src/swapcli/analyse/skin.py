@@ -343,7 +343,7 @@ class SkinMap:
     """Where a photo shows a face's clean skin, on the face's patch (1 skin, 0 not; 1 outside)."""
 
     patch: FacePatch
-    values: np.ndarray  # float32, patch-sized
+    values: np.ndarray  # float32, patch-sized (or several maps as channels)
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -353,7 +353,7 @@ class SkinMap:
         """Values at image positions (..., 2) (bilinear; 1 outside the box)."""
         p = self.patch.to_patch(xy)
         return cv2.remap(self.values, p[..., 0], p[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                         borderValue=1.0)
+                         borderValue=(1.0, 1.0, 1.0, 1.0))
 
 
 def skin_map(image: np.ndarray, face, dark_limit: float | None = None, tol: float | None = None) -> SkinMap | None:

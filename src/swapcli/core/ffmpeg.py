@@ -165,7 +165,8 @@ def spawn(args: Sequence[str], **kwargs) -> subprocess.Popen:
     Ctrl-C there was lost and the run went on to exit 0. Masking the signal does not help (another
     thread receives it and the main thread still runs the handler inside the fork), so for the
     fork the handlers only record SIGINT and SIGTERM; a recorded one is then handled as usual,
-    after the new child is killed."""
+    and when its handler raises (Ctrl-C), the new child is killed first. A handler that only
+    asks for a clean stop (`swapcli live`) keeps it: the stop needs it to finish the file."""
     hook = die_with_parent()
     if hook is None:
         return subprocess.Popen(list(args), start_new_session=True, **kwargs)
@@ -178,15 +179,21 @@ def spawn(args: Sequence[str], **kwargs) -> subprocess.Popen:
         _signals_checked()  # one that came in the last instant is recorded too
         for sig, handler in before.items():
             signal.signal(sig, handler)
-        if held:
-            if proc is not None:
-                proc.kill()
-                proc.wait()
-            handler = before[held[0]]
-            if callable(handler):
-                handler(held[0], None)  # Ctrl-C: KeyboardInterrupt; swapcli's SIGTERM handler likewise
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(held[0])
+        for signum in held:
+            handler = before[signum]
+            try:
+                if callable(handler):
+                    handler(signum, None)  # Ctrl-C: KeyboardInterrupt; swapcli's SIGTERM handler likewise
+                elif handler == signal.SIG_DFL:
+                    if proc is not None:
+                        proc.kill()
+                        proc.wait()
+                    signal.raise_signal(signum)
+            except BaseException:
+                if proc is not None:
+                    proc.kill()
+                    proc.wait()
+                raise
     return proc
 
 

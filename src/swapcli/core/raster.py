@@ -18,20 +18,24 @@ SUBPIXEL = 4  # cv2 fixed-point bits for triangle corners
 @dataclass
 class Raster:
     index: np.ndarray  # (h, w) int32 triangle index, -1 where no triangle
-    bary: np.ndarray  # (h, w, 3) float32 barycentric weights of the triangle's corners
-    corners: np.ndarray  # (h, w, 3) int32 vertex indices of the triangle's corners
+    bary: np.ndarray  # (3, h, w) float32 barycentric weights of the triangle's corners
+    corners: np.ndarray  # (3, h, w) int32 vertex indices of the triangle's corners
 
     @property
     def covered(self) -> np.ndarray:
         return self.index >= 0
 
     def gather(self, values: np.ndarray) -> np.ndarray:
-        """Per-vertex values (V,) or (V, K) interpolated at every pixel: (h, w) or (h, w, K)."""
+        """Per-vertex values (V,) or (V, K) interpolated at every pixel: (h, w) or (h, w, K).
+        Corner by corner (planes of one corner each): several times faster than one einsum over
+        (h, w, 3, K), and np.take than fancy indexing."""
         values = np.asarray(values, dtype=np.float32)
-        v = np.take(values, self.corners, axis=0)  # (h, w, 3[, K]); np.take is several times faster than v[idx]
-        if values.ndim == 1:
-            return np.einsum("hwc,hwc->hw", v, self.bary)
-        return np.einsum("hwck,hwc->hwk", v, self.bary)
+        out = None
+        for c in range(3):
+            v = np.take(values, self.corners[c], axis=0)
+            v *= self.bary[c] if values.ndim == 1 else self.bary[c][..., None]
+            out = v if out is None else np.add(out, v, out=out)
+        return out
 
     def per_triangle(self, values: np.ndarray, fill=0) -> np.ndarray:
         """A per-triangle value at every pixel (fill where no triangle)."""
@@ -70,16 +74,15 @@ def rasterise(verts: np.ndarray, tris: np.ndarray, shape: tuple[int, int], depth
                     np.hstack([cy - ay, ax - cx, cx * ay - ax * cy]),
                     np.hstack([ay - by, bx - ax, ax * by - bx * ay])], axis=1) / d[:, :, None]
     inv[~ok] = 0.0
-    inv = inv.astype(np.float32)
     k = np.maximum(index, 0)
-    # np.take gathers rows several times faster than fancy indexing
-    per_pixel = np.take(inv.reshape(len(tris), 9), k, axis=0).reshape(h, w, 3, 3)
-    xy1 = np.empty((h, w, 3), np.float32)
-    xy1[..., 0] = np.arange(w, dtype=np.float32)[None, :]
-    xy1[..., 1] = np.arange(h, dtype=np.float32)[:, None]
-    xy1[..., 2] = 1.0
-    bary = np.einsum("hwjc,hwc->hwj", per_pixel, xy1)
-    bary[index < 0] = 0.0
-    tris = np.asarray(tris, dtype=np.int32)
-    corners = np.take(tris, k, axis=0)
+    # Each corner's weight is a plane a*x + b*y + c over the pixel grid, per triangle.
+    planes = np.take(inv.astype(np.float32).reshape(len(tris), 9), k, axis=0)  # (h, w, 9)
+    xs = np.arange(w, dtype=np.float32)[None, :]
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    outside = index < 0
+    bary = np.empty((3, h, w), np.float32)
+    for j in range(3):
+        bary[j] = planes[..., 3 * j] * xs + planes[..., 3 * j + 1] * ys + planes[..., 3 * j + 2]
+        bary[j][outside] = 0.0
+    corners = np.take(np.asarray(tris, dtype=np.int32).T, k, axis=1)  # (3, h, w)
     return Raster(index=index, bary=bary, corners=corners)

@@ -32,6 +32,7 @@ from swapcli.analyse.face import Face, expression_gaps, mirror_face, mouth_openi
 from swapcli.analyse.skin import (
     DARK_LIMIT_STRICT,
     WORK_IOD,
+    SkinMap,
     face_patch,
     face_pose,
     face_skin,
@@ -227,9 +228,12 @@ class _SourceView:
         self.misfit = float(np.abs(fit).mean() / self.pose.scale)
         self.trust = float(np.clip((MISFIT_BAD - self.misfit) / (MISFIT_BAD - MISFIT_OK), 0.0, 1.0))
         self.skin = face_skin(image, face)
-        self.not_face = skin_map(image, face, SOURCE_DARK)  # plainly not skin: painted over
-        self.colour_only = skin_map(image, face, float("inf"))  # not skin-coloured (a dark beard is)
-        self.sure = skin_map(image, face, DARK_LIMIT_STRICT)  # surely skin: where light is measured
+        # Three skin maps of the source, on its face patch, as the channels of one: plainly not
+        # skin (painted over), not skin-coloured (a dark beard is), surely skin (where light is
+        # measured). None when the source has no measurable skin.
+        maps = [skin_map(image, face, SOURCE_DARK), skin_map(image, face, float("inf")),
+                skin_map(image, face, DARK_LIMIT_STRICT)]
+        self.maps = None if None in maps else SkinMap(maps[0].patch, np.dstack([m.values for m in maps]))
         self.hidden = self._hidden_eyes()
 
     def _hidden_eyes(self) -> list[bool]:
@@ -419,17 +423,18 @@ class MorphEngine:
         # skin-coloured: a dark beard there is part of who the source is.
         expect = np.isin(region, (mesh.SKIN, mesh.FOREHEAD, mesh.OUTER))
 
-        def seen_as(skin):  # a source skin map seen through the mesh, own and mirror side mixed
-            if skin is None:
-                return np.ones((hz, wz), np.float32)
-            ok = skin.sample(px.src)
+        # The source's skin maps seen through the mesh, own and mirror side mixed.
+        if view.maps is None:
+            seen = np.ones((hz, wz, 3), np.float32)
+        else:
+            seen = view.maps.sample(px.src)
             if mirrored_any:
-                ok = ok * (1 - mirror_w) + skin.sample(px.mir) * mirror_w
-            return _blur(np.where(expect, ok, 1.0), 0.02 * zs)
+                seen = seen * (1 - mw) + view.maps.sample(px.mir) * mw
+            seen = _blur(np.where(expect[..., None], seen, 1.0), 0.02 * zs)
 
         upper = _blur(px.uv[..., 1] < mesh.UV[80, 1], 0.04 * zs)
-        replace = (1 - seen_as(view.not_face)) * upper + (1 - seen_as(view.colour_only)) * (1 - upper)
-        sure = seen_as(view.sure)
+        replace = (1 - seen[..., 0]) * upper + (1 - seen[..., 1]) * (1 - upper)
+        sure = seen[..., 2]
         inner = _blur(~np.isin(region, (mesh.FOREHEAD, mesh.OUTER)), 0.03 * zs)
         paint = fill = None
         if replace.max() > 0.05:
