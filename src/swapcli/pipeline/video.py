@@ -197,7 +197,7 @@ def swap_video(
                     result.frames_swapped += int(bool(jobs))
                     result.bridged += bridged
                     with clock("encode"):
-                        writer.write(frame)
+                        writer.write(frame, handed_over=True)  # the batch is dropped once written
                     if progress is not None:
                         progress(len(result.faces_per_frame), total)
         result.frames_read = reader.frames_read
