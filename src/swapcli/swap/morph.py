@@ -362,7 +362,8 @@ class MorphEngine:
 
     def swap(self, frame: np.ndarray, target: Face, sources: Sequence[SourceFace]) -> SwapResult:  # noqa: C901
         """Every decision is taken on a grid where the eyes are at most WORK_IOD pixels apart (cost
-        per face is bounded whatever its size); the face itself is rendered at full resolution."""
+        per face is bounded whatever its size); the face itself is rendered at full resolution
+        (an enlarged source's pixels at RENDER_DENSITY per source pixel, then enlarged)."""
         if target.landmarks is None:
             raise ValueError("the morph engine needs 106-point landmarks on the target")
         source, mirrored, yaw_gap = self.choose(target, sources)
