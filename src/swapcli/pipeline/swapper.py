@@ -114,7 +114,7 @@ class InOrder:
 
     def wait(self, i: int) -> None:
         with self._lock:
-            if i < max(self._low, 0) or i in self._finished:
+            if i < self._low or i in self._finished:  # the first frame's "previous" is -1: done
                 return
             event = self._events.setdefault(i, threading.Event())
         event.wait()

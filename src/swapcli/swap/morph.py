@@ -488,8 +488,11 @@ class MorphEngine:
         keep = np.clip(1.0 - px.top * covered, 0.0, 1.0).astype(np.float32)
 
         # The render, at full resolution: the grid's maps are smooth, so they are enlarged.
+        def sized(a, hw):
+            return a if a.shape[:2] == hw else cv2.resize(a, hw[::-1], interpolation=cv2.INTER_LINEAR)
+
         def full(a):
-            return a if (hz, wz) == (h, w) else cv2.resize(a, (w, h), interpolation=cv2.INTER_LINEAR)
+            return sized(a, (h, w))
 
         grow = cv2.INTER_CUBIC if scale > 1.3 * view.pose.scale else cv2.INTER_LINEAR  # smooth enlarging
         # The source's pixels: rendered at RENDER_DENSITY samples per source pixel when it is
@@ -498,7 +501,7 @@ class MorphEngine:
         hr, wr = (h, w) if r > 0.85 else (max(2, int(round(h * r))), max(2, int(round(w * r))))
 
         def mid(a):
-            return a if a.shape[:2] == (hr, wr) else cv2.resize(a, (wr, hr), interpolation=cv2.INTER_LINEAR)
+            return sized(a, (hr, wr))
 
         face_img = sample(view.image, mid(px.src), grow)
         if mirror_w.max() > 1e-3:
